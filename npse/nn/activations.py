@@ -1,0 +1,80 @@
+"""Element-wise activations: ReLU, Sigmoid, Tanh.  Chapter: docs/06-activations.md.
+
+Each backward returns a new array: ``dy`` is never modified in place, because in a residual network
+the same ``dy`` also flows down the shortcut.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from .module import Module, check_array
+
+
+def relu_forward(x):
+    """y = max(x, 0); the cache is the mask x > 0."""
+    xp = get_array_module(x)
+    mask = x > 0
+    return xp.maximum(x, 0, dtype=x.dtype), mask
+
+
+def relu_backward(dy, mask):
+    """dx = dy where x > 0, else 0 (the derivative at exactly 0 is taken as 0, as PyTorch)."""
+    return dy * mask
+
+
+def sigmoid_forward(x):
+    """y = 1 / (1 + exp(-x)), computed as 0.5 * (1 + tanh(x / 2)): no overflow for large |x|."""
+    xp = get_array_module(x)
+    y = xp.tanh(x * 0.5)
+    y += 1
+    y *= 0.5
+    return y, y
+
+
+def sigmoid_backward(dy, y):
+    """dx = dy * y * (1 - y)."""
+    return dy * (y * (1 - y))
+
+
+def tanh_forward(x):
+    """y = tanh(x)."""
+    y = get_array_module(x).tanh(x)
+    return y, y
+
+
+def tanh_backward(dy, y):
+    """dx = dy * (1 - y^2)."""
+    return dy * (1 - y * y)
+
+
+class _Elementwise(Module):
+    _forward = _backward = None
+
+    def forward(self, x):
+        check_array(x, type(self).__name__, x.ndim if hasattr(x, "ndim") else -1, self.dtype)
+        y, cache = type(self)._forward(x)
+        self._save(cache)
+        return y
+
+    def backward(self, dy):
+        check_array(dy, f"{type(self).__name__}.backward", dy.ndim if hasattr(dy, "ndim") else -1,
+                    self.dtype, what="dy")
+        return type(self)._backward(dy, self._take_cache())
+
+
+class ReLU(_Elementwise):
+    """max(x, 0), any shape."""
+    _forward, _backward = staticmethod(relu_forward), staticmethod(relu_backward)
+
+    def kink_signature(self):
+        """The mask x > 0 of the last forward; a gradcheck step that changes it crossed a kink."""
+        return self._cache
+
+
+class Sigmoid(_Elementwise):
+    """1 / (1 + exp(-x)), any shape, stable for large |x|."""
+    _forward, _backward = staticmethod(sigmoid_forward), staticmethod(sigmoid_backward)
+
+
+class Tanh(_Elementwise):
+    """tanh(x), any shape."""
+    _forward, _backward = staticmethod(tanh_forward), staticmethod(tanh_backward)

@@ -1,0 +1,102 @@
+"""Batch normalisation over (N, H, W) for each channel.  Chapter: docs/08-batchnorm2d.md.
+
+Symbols: x (N, C, H, W), M = N*H*W values per channel, gamma = weight (C,), beta = bias (C,).
+
+training:   mu = mean(x),  var = mean((x - mu)^2)          (biased, per channel)
+            xhat = (x - mu) / sqrt(var + eps),   y = gamma * xhat + beta
+            running_mean += momentum * (mu - running_mean)
+            running_var  += momentum * (var * M / (M - 1) - running_var)     (unbiased, as PyTorch)
+backward:   dbeta = sum(dy),  dgamma = sum(dy * xhat)
+            dx = gamma / sqrt(var + eps) * (dy - dbeta / M - xhat * dgamma / M)
+evaluation: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta, an affine map, so
+            dx = dy * gamma / sqrt(running_var + eps) (and the same dgamma, dbeta formulas).
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from .module import Module, Parameter, check_array
+
+
+def _per_channel(v):
+    return v.reshape(1, -1, 1, 1)
+
+
+def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
+                        eps=1e-5):
+    """x (N, C, H, W) -> y (N, C, H, W), cache.
+
+    In training the running estimates (C,) are updated in place; in evaluation they are used.
+    """
+    xp = get_array_module(x, gamma, beta)
+    n, c, h, w = x.shape
+    m = n * h * w
+    if training:
+        if m < 2:
+            raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, "
+                             f"got input of shape {tuple(x.shape)}")
+        mean = x.mean(axis=(0, 2, 3), dtype=x.dtype)
+        centred = x - _per_channel(mean)
+        var = (centred * centred).mean(axis=(0, 2, 3), dtype=x.dtype)
+        running_mean += momentum * (mean - running_mean)
+        running_var += momentum * (var * (m / (m - 1)) - running_var)
+    else:
+        centred = x - _per_channel(running_mean)
+        var = running_var
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    xhat = centred * _per_channel(inv_std)
+    y = xhat * _per_channel(gamma) + _per_channel(beta)
+    return y, (xhat, gamma, inv_std, training)
+
+
+def batchnorm2d_backward(dy, cache):
+    """dy (N, C, H, W) -> dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
+    xhat, gamma, inv_std, training = cache
+    n, c, h, w = dy.shape
+    m = n * h * w
+    dbeta = dy.sum(axis=(0, 2, 3))
+    dgamma = (dy * xhat).sum(axis=(0, 2, 3))
+    scale = _per_channel(gamma * inv_std)
+    if training:
+        dx = scale * (dy - _per_channel(dbeta / m) - xhat * _per_channel(dgamma / m))
+    else:
+        dx = dy * scale
+    return dx, dgamma, dbeta
+
+
+class BatchNorm2d(Module):
+    """``torch.nn.BatchNorm2d(num_features, eps=1e-5, momentum=0.1)``: (N, C, H, W) -> same.
+
+    Parameters ``weight`` (gamma, ones) and ``bias`` (beta, zeros); buffers ``running_mean``
+    (zeros), ``running_var`` (ones) and ``num_batches_tracked`` (as PyTorch, for exchange).
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=None):
+        super().__init__(dtype=dtype)
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"BatchNorm2d: num_features must be a positive int, got {num_features!r}")
+        xp = get_array_module()
+        self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
+        self.weight = Parameter(xp.ones(num_features, dtype=self.dtype))
+        self.bias = Parameter(xp.zeros(num_features, dtype=self.dtype))
+        self.register_buffer("running_mean", xp.zeros(num_features, dtype=self.dtype))
+        self.register_buffer("running_var", xp.ones(num_features, dtype=self.dtype))
+        self.register_buffer("num_batches_tracked", xp.zeros((), dtype="int64"))
+
+    def forward(self, x):
+        self._check_input(x, 4, self.num_features)
+        y, cache = batchnorm2d_forward(x, self.weight.data, self.bias.data, self.running_mean,
+                                       self.running_var, self.training, self.momentum, self.eps)
+        if self.training:
+            self.num_batches_tracked += 1
+        self._save(cache)
+        return y
+
+    def backward(self, dy):
+        check_array(dy, "BatchNorm2d.backward", 4, self.dtype, self.num_features, what="dy")
+        dx, dgamma, dbeta = batchnorm2d_backward(dy, self._take_cache())
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

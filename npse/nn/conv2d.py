@@ -1,0 +1,101 @@
+"""2-D convolution (cross-correlation, as in every deep-learning library) by im2col.
+
+Chapter: docs/03-conv2d.md.  Symbols: x (N, C, H, W), weight W (O, C, KH, KW), bias b (O,),
+y (N, O, OH, OW), cols X (C*KH*KW, N*OH*OW).
+
+    forward:   Y2 = W2 @ X + b            with W2 = W.reshape(O, C*KH*KW), Y2 = y as (O, N*OH*OW)
+    backward:  dW2 = dY2 @ X^T,   db = sum of dY2 over its columns,   dX = W2^T @ dY2,
+               dx = col2im(dX)
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from . import init
+from .im2col import check_window, col2im, im2col, pair
+from .module import Module, Parameter, check_array
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
+    """y = conv2d(x, weight) + bias.
+
+    x (N, C, H, W), weight (O, C, KH, KW), bias (O,) or None -> y (N, O, OH, OW), cache.
+    """
+    xp = get_array_module(x, weight, bias)
+    stride, padding = pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d")
+    n = x.shape[0]
+    o, c, kh, kw = weight.shape
+    oh, ow = check_window("Conv2d", x.shape, (kh, kw), stride, padding)
+    cols = im2col(x, (kh, kw), stride, padding)                      # (C*KH*KW, N*OH*OW)
+    y2 = weight.reshape(o, -1) @ cols                                 # (O, N*OH*OW)
+    y = xp.empty((n, o, oh, ow), dtype=x.dtype)
+    y4 = y2.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
+    if bias is None:
+        y[...] = y4
+    else:
+        xp.add(y4, bias.reshape(1, o, 1, 1), out=y)
+    cache = (x.shape, cols, weight, bias is not None, stride, padding)
+    return y, cache
+
+
+def conv2d_backward(dy, cache):
+    """dy (N, O, OH, OW) -> dx (N, C, H, W), dweight (O, C, KH, KW), dbias (O,) or None."""
+    x_shape, cols, weight, has_bias, stride, padding = cache
+    o, c, kh, kw = weight.shape
+    dy2 = dy.transpose(1, 0, 2, 3).reshape(o, -1)                     # (O, N*OH*OW), a copy
+    dweight = (dy2 @ cols.T).reshape(weight.shape)
+    dbias = dy2.sum(axis=1) if has_bias else None
+    dcols = weight.reshape(o, -1).T @ dy2                             # (C*KH*KW, N*OH*OW)
+    dx = col2im(dcols, x_shape, (kh, kw), stride, padding)
+    return dx, dweight, dbias
+
+
+class Conv2d(Module):
+    """A 2-D convolution layer, ``torch.nn.Conv2d``'s interface and weight layout.
+
+    weight: (out_channels, in_channels, KH, KW); bias: (out_channels,).
+    Input (N, in_channels, H, W) -> output (N, out_channels, OH, OW) with
+    OH = floor((H + 2*PH - KH) / SH) + 1 (likewise OW).
+    Initialised as PyTorch does (uniform with bound 1/sqrt(fan_in)); ``rng`` is a seed or a
+    ``numpy.random.Generator``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 dtype=None, rng=None):
+        super().__init__(dtype=dtype)
+        name = "Conv2d"
+        for label, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: {label} must be a positive int, got {v!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size", name)
+        self.stride = pair(stride, "stride", name)
+        self.padding = pair(padding, "padding", name)
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(
+                f"{name}: kernel_size and stride must be >= 1 and padding >= 0, got kernel_size="
+                f"{self.kernel_size}, stride={self.stride}, padding={self.padding}"
+            )
+        rng = init.as_rng(rng)
+        shape = (out_channels, in_channels) + self.kernel_size
+        self.weight = Parameter(init.pytorch_default_weight(shape, rng, self.dtype))
+        fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
+        self.bias = Parameter(init.pytorch_default_bias(out_channels, fan_in, rng, self.dtype)) if bias else None
+
+    def forward(self, x):
+        self._check_input(x, 4, self.in_channels)
+        y, cache = conv2d_forward(x, self.weight.data, self.bias.data if self.bias else None,
+                                  self.stride, self.padding)
+        self._save(cache)
+        return y
+
+    def backward(self, dy):
+        check_array(dy, "Conv2d.backward", 4, self.dtype, self.out_channels, what="dy")
+        dx, dweight, dbias = conv2d_backward(dy, self._take_cache())
+        self.weight.grad += dweight
+        if self.bias is not None:
+            self.bias.grad += dbias
+        return dx
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")

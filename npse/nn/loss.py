@@ -1,0 +1,71 @@
+"""Softmax cross-entropy.  Chapter: docs/07-loss.md.
+
+Symbols: logits z (N, K), integer targets t (N,), p = softmax(z).
+
+    loss = -(1/N) sum_n log p[n, t_n]         (log-softmax with the row maximum subtracted, so
+                                              large logits do not overflow)
+    dz   = (p - onehot(t)) / N                (each row sums to zero)
+"""
+from __future__ import annotations
+
+import numpy
+
+from ..backend import get_array_module
+from .module import check_array
+
+
+def cross_entropy_forward(logits, targets):
+    """logits (N, K), targets (N,) integers in [0, K) -> mean loss (a Python float), cache."""
+    xp = get_array_module(logits, targets)
+    n, k = logits.shape
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    log_p = shifted - log_sum                                          # log-softmax, (N, K)
+    rows = xp.arange(n)
+    loss = -log_p[rows, targets].mean()
+    return float(loss), (log_p, targets)
+
+
+def cross_entropy_backward(cache):
+    """-> dlogits (N, K) = (softmax(logits) - onehot(targets)) / N."""
+    xp = get_array_module(cache[0])
+    log_p, targets = cache
+    n = log_p.shape[0]
+    dlogits = xp.exp(log_p)
+    dlogits[xp.arange(n), targets] -= 1
+    dlogits /= n
+    return dlogits
+
+
+class CrossEntropyLoss:
+    """``loss = loss_fn(logits, targets)``; ``dlogits = loss_fn.backward()``.
+
+    logits (N, K) float, targets (N,) integer class indices. The loss is the mean over the batch.
+    """
+
+    def __init__(self):
+        self._cache = None
+
+    def __call__(self, logits, targets):
+        return self.forward(logits, targets)
+
+    def forward(self, logits, targets):
+        check_array(logits, "CrossEntropyLoss", 2, what="logits (N, classes)")
+        if not hasattr(targets, "dtype") or numpy.dtype(targets.dtype).kind not in "iu":
+            raise TypeError(f"CrossEntropyLoss: targets must be an integer array of class indices, "
+                            f"got {getattr(targets, 'dtype', type(targets).__name__)}")
+        if targets.shape != (logits.shape[0],):
+            raise ValueError(f"CrossEntropyLoss: targets must have shape ({logits.shape[0]},), "
+                             f"got {tuple(targets.shape)}")
+        k = logits.shape[1]
+        if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= k):
+            raise ValueError(f"CrossEntropyLoss: targets must lie in [0, {k}), got values in "
+                             f"[{int(targets.min())}, {int(targets.max())}]")
+        loss, self._cache = cross_entropy_forward(logits, targets)
+        return loss
+
+    def backward(self):
+        if self._cache is None:
+            raise RuntimeError("CrossEntropyLoss.backward called before a forward pass")
+        cache, self._cache = self._cache, None
+        return cross_entropy_backward(cache)
