@@ -190,7 +190,7 @@ def test_missing_without_download(tmp_path):
 
 def test_file_url_download_and_extract(tmp_path):
     src = tmp_path / "src"
-    _, _, x, y, xt, yt, _ = _write_cifar10(src, np.random.default_rng(4))
+    _, x, y, xt, yt, _ = _write_cifar10(src, np.random.default_rng(4))
     files = [(f"cifar-10-batches-bin/{p.name}", p.read_bytes())
              for p in sorted((src / "cifar-10-batches-bin").iterdir())]
     archive = tmp_path / "cifar-10-binary.tar.gz"
@@ -382,6 +382,32 @@ def test_subset_balanced_and_fixed():
     counts = np.bincount(ys, minlength=4)
     assert counts[2] == 5 and sorted(counts.tolist()) == [5, 11, 12, 12]
     assert subset(x, y, None, 0)[0] is x
+
+
+@pytest.fixture(params=["numpy", "cupy"])
+def data_backend(request):
+    """Run a test with each backend active; CuPy skips where it or a GPU is absent."""
+    if request.param == "cupy" and not backend.cupy_available():
+        pytest.skip("CuPy with a GPU is not available")
+    previous = backend.get_backend()
+    backend.set_backend(request.param)
+    yield request.param
+    backend.set_backend(previous)
+
+
+def test_batches_on_active_backend_match_host(data_backend):
+    x, y = _toy()
+    rng = epoch_rng(4, 1)
+    order = rng.permutation(len(y))
+    oy, ox, flips = draw_augmentation(rng, len(y))
+    ref = _crop_flip_reference(normalize(x[order], CIFAR10_MEAN, CIFAR10_STD, xp=np),
+                               oy, ox, flips, 4)
+    got = list(iterate_batches(x, y, 4, CIFAR10_MEAN, CIFAR10_STD, augment=True, seed=4, epoch=1))
+    for xb, yb in got:
+        assert backend.backend_of(xb) == backend.backend_of(yb) == data_backend
+    np.testing.assert_allclose(np.concatenate([backend.to_host(b[0]) for b in got]), ref,
+                               rtol=1e-6, atol=1e-6)
+    assert np.concatenate([backend.to_host(b[1]) for b in got]).tolist() == y[order].tolist()
 
 
 # ----------------------------------------------------------------------------- hygiene

@@ -290,7 +290,8 @@ def check_tar_members(tar: tarfile.TarFile, dest) -> list:
     for m in members:
         name = m.name
         parts = name.replace("\\", "/").split("/")
-        if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        drive = len(name) > 1 and name[1] == ":"  # C:... on Windows
+        if name.startswith(("/", "\\")) or os.path.isabs(name) or drive:
             raise ValueError(f"unsafe archive member {name!r}: absolute path")
         if ".." in parts:
             raise ValueError(f"unsafe archive member {name!r}: '..' in path")

@@ -18,10 +18,15 @@ def cross_entropy_forward(logits, targets):
     """logits (N, K), targets (N,) integers in [0, K) -> mean loss (a Python float), cache."""
     xp = get_array_module(logits, targets)
     n, k = logits.shape
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-    log_p = shifted - log_sum                                          # log-softmax, (N, K)
     rows = xp.arange(n)
+    top = logits.argmax(axis=1)
+    shifted = logits - logits[rows, top][:, None]                     # the largest entry is 0
+    others = xp.exp(shifted)
+    others[rows, top] = 0
+    # log(sum_j exp(shifted_j)) = log(1 + others); log1p keeps its precision when others << 1,
+    # where log(1 + others) would round to 0 and lose a confident prediction's small loss.
+    log_sum = xp.log1p(others.sum(axis=1, keepdims=True))
+    log_p = shifted - log_sum                                          # log-softmax, (N, K)
     loss = -log_p[rows, targets].mean()
     return float(loss), (log_p, targets)
 
@@ -31,8 +36,10 @@ def cross_entropy_backward(cache):
     xp = get_array_module(cache[0])
     log_p, targets = cache
     n = log_p.shape[0]
+    rows = xp.arange(n)
     dlogits = xp.exp(log_p)
-    dlogits[xp.arange(n), targets] -= 1
+    # p_t - 1 as expm1(log p_t): exact even when p_t is within 1e-12 of 1.
+    dlogits[rows, targets] = xp.expm1(log_p[rows, targets])
     dlogits /= n
     return dlogits
 
