@@ -1,0 +1,61 @@
+"""A table of a model's layers: output shape, parameters and multiply-adds per image."""
+from __future__ import annotations
+
+import numpy
+
+from .. import backend
+from ..nn import Conv2d, Linear, Module, no_grad
+
+
+def _leaves(model):
+    return [(name, m) for name, m in model.named_modules() if not m._modules]
+
+
+def summary(model: Module, input_shape=(1, 3, 32, 32)) -> str:
+    """Run one forward pass on zeros of ``input_shape`` and tabulate every leaf module.
+
+    Multiply-adds count the convolutions and Linear layers (per image), the usual convention.
+    """
+    rows, records = [], {}
+    leaves = _leaves(model)
+    originals = {}
+    for name, m in leaves:
+        originals[name] = m.forward
+
+        def recording(x, _m=m, _name=name):
+            y = originals[_name](x)
+            records.setdefault(_name, y.shape)
+            return y
+        object.__setattr__(m, "forward", recording)
+    try:
+        xp = backend.module()
+        was_training = model.training
+        model.eval()
+        with no_grad():
+            model(xp.zeros(input_shape, dtype=model.dtype))
+        model.train(was_training)
+    finally:
+        for name, m in leaves:
+            object.__delattr__(m, "forward")
+    total_params = total_madds = 0
+    for name, m in leaves:
+        shape = records.get(name)
+        params = sum(int(p.data.size) for p in m._parameters.values() if p is not None)
+        madds = 0
+        if shape is not None and isinstance(m, Conv2d):
+            madds = int(numpy.prod(shape[1:])) * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+        elif shape is not None and isinstance(m, Linear):
+            madds = m.in_features * m.out_features * int(numpy.prod(shape[1:-1] or (1,)))
+        total_params += params
+        total_madds += madds
+        rows.append((name, type(m).__name__, "x".join(map(str, shape[1:])) if shape else "-", params, madds))
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'layer':<{width}}{'type':<18}{'output':<14}{'params':>10}{'mult-adds':>14}", "-" * (width + 56)]
+    lines += [f"{n:<{width}}{t:<18}{s:<14}{p:>10,}{a:>14,}" for n, t, s, p, a in rows]
+    lines += ["-" * (width + 56),
+              f"total parameters: {total_params:,}   multiply-adds per image: {total_madds:,}"]
+    return "\n".join(lines)
+
+
+def count_parameters(model: Module) -> int:
+    return sum(int(p.data.size) for p in model.parameters())
