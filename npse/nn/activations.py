@@ -22,7 +22,10 @@ def relu_backward(dy, mask):
 
 
 def sigmoid_forward(x):
-    """y = 1 / (1 + exp(-x)), computed as 0.5 * (1 + tanh(x / 2)): no overflow for large |x|."""
+    """y = 1 / (1 + exp(-x)), computed as 0.5 * (1 + tanh(x / 2)): no overflow for large |x|.
+
+    The cache is y itself (the derivative needs only y), so y must not be changed in place
+    before backward, as with PyTorch's saved outputs."""
     xp = get_array_module(x)
     y = xp.tanh(x * 0.5)
     y += 1

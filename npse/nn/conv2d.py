@@ -6,6 +6,10 @@ y (N, O, OH, OW), cols X (C*KH*KW, N*OH*OW).
     forward:   Y2 = W2 @ X + b            with W2 = W.reshape(O, C*KH*KW), Y2 = y as (O, N*OH*OW)
     backward:  dW2 = dY2 @ X^T,   db = sum of dY2 over its columns,   dX = W2^T @ dY2,
                dx = col2im(dX)
+
+A faster route to dx for stride 1 (:func:`conv2d_input_grad_by_convolution`): dx is itself a
+convolution of dy, padded by K-1-P, with the kernel flipped in space and with its in/out channels
+swapped.  It needs no col2im; tests compare it with the plain route.
 """
 from __future__ import annotations
 
@@ -13,19 +17,25 @@ from ..backend import get_array_module
 from . import init
 from .im2col import check_window, col2im, im2col, pair
 from .module import Module, Parameter, check_array
+from .workspace import Workspace
+
+# Scratch buffers for backward passes: they live only while one layer's backward runs, so all
+# layers can share them (one buffer per distinct shape).
+_backward_workspace = Workspace()
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None):
     """y = conv2d(x, weight) + bias.
 
     x (N, C, H, W), weight (O, C, KH, KW), bias (O,) or None -> y (N, O, OH, OW), cache.
+    ``workspace`` (optional) keeps the big im2col matrix between calls; y is always a new array.
     """
     xp = get_array_module(x, weight, bias)
     stride, padding = pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d")
     n = x.shape[0]
     o, c, kh, kw = weight.shape
     oh, ow = check_window("Conv2d", x.shape, (kh, kw), stride, padding)
-    cols = im2col(x, (kh, kw), stride, padding)                      # (C*KH*KW, N*OH*OW)
+    cols = im2col(x, (kh, kw), stride, padding, workspace)           # (C*KH*KW, N*OH*OW)
     y2 = weight.reshape(o, -1) @ cols                                 # (O, N*OH*OW)
     y = xp.empty((n, o, oh, ow), dtype=x.dtype)
     y4 = y2.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
@@ -37,16 +47,46 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     return y, cache
 
 
-def conv2d_backward(dy, cache):
-    """dy (N, O, OH, OW) -> dx (N, C, H, W), dweight (O, C, KH, KW), dbias (O,) or None."""
+def conv2d_backward(dy, cache, fast=True):
+    """dy (N, O, OH, OW) -> dx (N, C, H, W), dweight (O, C, KH, KW), dbias (O,) or None.
+
+    ``fast=True`` takes :func:`conv2d_input_grad_by_convolution` where it applies (stride 1);
+    ``fast=False`` always takes the plain col2im route.
+    """
     x_shape, cols, weight, has_bias, stride, padding = cache
-    o, c, kh, kw = weight.shape
-    dy2 = dy.transpose(1, 0, 2, 3).reshape(o, -1)                     # (O, N*OH*OW), a copy
+    xp = get_array_module(dy)
+    n, o, oh, ow = dy.shape
+    kh, kw = weight.shape[2:]
+    dy2 = _backward_workspace.get("conv.dy2", (o, n, oh, ow), dy.dtype, dy)
+    dy2[...] = dy.transpose(1, 0, 2, 3)
+    dy2 = dy2.reshape(o, -1)                                          # (O, N*OH*OW)
     dweight = (dy2 @ cols.T).reshape(weight.shape)
     dbias = dy2.sum(axis=1) if has_bias else None
-    dcols = weight.reshape(o, -1).T @ dy2                             # (C*KH*KW, N*OH*OW)
-    dx = col2im(dcols, x_shape, (kh, kw), stride, padding)
+    if fast and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
+        dx = conv2d_input_grad_by_convolution(dy, weight, x_shape, padding)
+    else:
+        dcols = weight.reshape(o, -1).T @ dy2                         # (C*KH*KW, N*OH*OW)
+        dx = col2im(dcols, x_shape, (kh, kw), stride, padding)
     return dx, dweight, dbias
+
+
+def conv2d_input_grad_by_convolution(dy, weight, x_shape, padding):
+    """dx for a stride-1 convolution, computed as a convolution of dy (no col2im).
+
+    dx[n, c, i, j] = sum over o, ky, kx of dy[n, o, i + P - ky, j + P - kx] * W[o, c, ky, kx]
+                   = conv2d(dy padded by K-1-P, W'),  W'[c, o, ky, kx] = W[o, c, K-1-ky, K-1-kx].
+    Needs P <= K-1 (true for every 'same' or 'valid' convolution).
+    """
+    xp = get_array_module(dy)
+    o, c, kh, kw = weight.shape
+    n, _, h, w = x_shape
+    flipped = xp.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+    pad = (kh - 1 - padding[0], kw - 1 - padding[1])
+    dy_cols = im2col(dy, (kh, kw), (1, 1), pad, _backward_workspace)  # (O*KH*KW, N*H*W)
+    dx2 = flipped @ dy_cols                                           # (C, N*H*W)
+    dx = xp.empty((n, c, h, w), dtype=dy.dtype)
+    dx[...] = dx2.reshape(c, n, h, w).transpose(1, 0, 2, 3)
+    return dx
 
 
 class Conv2d(Module):
@@ -80,11 +120,12 @@ class Conv2d(Module):
         self.weight = Parameter(init.pytorch_default_weight(shape, rng, self.dtype))
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
         self.bias = Parameter(init.pytorch_default_bias(out_channels, fan_in, rng, self.dtype)) if bias else None
+        self.workspace = Workspace()     # this layer's im2col matrix, kept for its backward
 
     def forward(self, x):
         self._check_input(x, 4, self.in_channels)
         y, cache = conv2d_forward(x, self.weight.data, self.bias.data if self.bias else None,
-                                  self.stride, self.padding)
+                                  self.stride, self.padding, self.workspace)
         self._save(cache)
         return y
 
@@ -95,6 +136,10 @@ class Conv2d(Module):
         if self.bias is not None:
             self.bias.grad += dbias
         return dx
+
+    def to(self, name):
+        self.workspace.clear()
+        return super().to(name)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

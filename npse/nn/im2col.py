@@ -74,19 +74,29 @@ def windows(x_padded, kernel, stride, out_size):
     )
 
 
-def im2col(x, kernel, stride=(1, 1), padding=(0, 0)):
+def im2col(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     """Patches of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, N*OH*OW).
 
     Row index is (c, ky, kx) in C order, matching ``weight.reshape(O, C*KH*KW)``; column index is
-    (n, oy, ox).
+    (n, oy, ox).  With a :class:`~npse.nn.workspace.Workspace` the padded input and the columns
+    are written into buffers kept from the last call instead of fresh arrays (same values).
     """
-    n, c, h, w = x.shape
-    out_size = check_window("im2col", x.shape, kernel, stride, padding)
-    view = windows(pad2d(x, padding), kernel, stride, out_size)  # (N, C, KH, KW, OH, OW)
-    kh, kw = kernel
-    oh, ow = out_size
     xp = get_array_module(x)
-    cols = xp.ascontiguousarray(view.transpose(1, 2, 3, 0, 4, 5))  # (C, KH, KW, N, OH, OW)
+    kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
+    padding = pair(padding, "padding", "im2col")
+    n, c, h, w = x.shape
+    (kh, kw), (ph, pw) = kernel, padding
+    oh, ow = check_window("im2col", x.shape, kernel, stride, padding)
+    if workspace is None:
+        x_padded = pad2d(x, padding)
+        cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    else:
+        x_padded = x
+        if ph or pw:   # the border of this buffer is zero from its creation and never written
+            x_padded = workspace.get("im2col.padded", (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x, zeros=True)
+            x_padded[:, :, ph:ph + h, pw:pw + w] = x
+        cols = workspace.get("im2col.cols", (c, kh, kw, n, oh, ow), x.dtype, x)
+    cols[...] = windows(x_padded, kernel, stride, (oh, ow)).transpose(1, 2, 3, 0, 4, 5)
     return cols.reshape(c * kh * kw, n * oh * ow)
 
 
@@ -98,6 +108,8 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
     plain ``+=`` is exact — no scatter-add (``np.add.at``) and no loop over pixels or images.
     """
     xp = get_array_module(cols)
+    kernel, stride = pair(kernel, "kernel", "col2im"), pair(stride, "stride", "col2im")
+    padding = pair(padding, "padding", "col2im")
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     oh, ow = check_window("col2im", x_shape, kernel, stride, padding)

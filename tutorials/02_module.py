@@ -1,0 +1,129 @@
+"""Tutorial 2: the Module contract and gradient checking (chapter: docs/02-module.md).
+
+Shows: forward keeps a cache, backward returns dL/dx and *adds* dL/dparam into param.grad,
+parameter and state_dict names as in PyTorch, no_grad, train/eval, and gradcheck.
+
+Run:  python tutorials/02_module.py
+"""
+import numpy as np
+
+from npse import nn
+from npse.gradcheck import gradcheck
+
+rng = np.random.default_rng(0)
+
+# --- 1. A small network, built like a torch.nn one ------------------------------------------------
+net = nn.Sequential(
+    nn.Conv2d(3, 4, 3, padding=1, dtype="float64", rng=1),
+    nn.BatchNorm2d(4, dtype="float64"),
+    nn.ReLU(dtype="float64"),
+    nn.GlobalAvgPool2d(dtype="float64"),
+    nn.Linear(4, 2, dtype="float64", rng=2),
+    dtype="float64",
+)
+print(net)
+print("\nparameters (registration order):")
+for name, p in net.named_parameters():
+    print(f"  {name:12s} {p}")
+print("state_dict keys:", list(net.state_dict()))   # parameters and buffers, PyTorch's names
+
+# --- 2. forward, then backward ---------------------------------------------------------------------
+x = rng.standard_normal((2, 3, 5, 5))
+y = net(x)                               # every child keeps the cache its backward needs
+dy = rng.standard_normal(y.shape)        # an upstream gradient dL/dy
+dy_before = dy.copy()
+dx = net.backward(dy)                    # runs the children in reverse order
+print("\nx", x.shape, "-> y", y.shape, "| dx", dx.shape)
+print("dy unchanged by backward:", np.array_equal(dy, dy_before))
+
+# --- 3. Gradients accumulate -------------------------------------------------------------------------
+# backward *adds* into .grad (a layer used twice, or a gradient split over micro-batches, needs
+# this); the optimiser's caller zeroes them between steps.
+g1 = net[4].weight.grad.copy()
+net(x)
+net.backward(dy)
+print("second backward doubled the grad:", np.allclose(net[4].weight.grad, 2 * g1))
+net.zero_grad()
+print("after zero_grad, |grad| =", float(np.abs(net[4].weight.grad).sum()))
+
+# --- 4. The cache is used once --------------------------------------------------------------------------
+try:
+    net.backward(dy)                      # the caches were consumed by the backward above
+except RuntimeError as e:
+    print("\nbackward twice: RuntimeError:", str(e)[:70], "...")
+
+with nn.no_grad():                        # evaluation without keeping caches
+    net(x)
+try:
+    net.backward(dy)
+except RuntimeError as e:
+    print("backward after no_grad: RuntimeError (no cache kept)")
+
+# --- 5. train() / eval() ---------------------------------------------------------------------------------
+# Only BatchNorm behaves differently: batch statistics in training, running estimates in eval.
+bn = net[1]
+before = bn.running_mean.copy()
+net(x)                                    # training mode: running statistics move
+print("\ntraining forward moved running_mean:", not np.array_equal(before, bn.running_mean))
+net.eval()
+before = bn.running_mean.copy()
+net(x)
+print("eval forward left it alone:        ", np.array_equal(before, bn.running_mean))
+net.train()
+
+# --- 6. Writing a module of your own -----------------------------------------------------------------
+class Scale(nn.Module):
+    """y = x * alpha, one learnable scalar; a minimal example of the contract."""
+
+    def __init__(self, dtype=None):
+        super().__init__(dtype=dtype)
+        self.alpha = nn.Parameter(np.array([1.5], dtype=self.dtype))  # registered by assignment
+        self.saved = None
+
+    def forward(self, x):
+        self.saved = x if nn.grad_enabled() else None  # the cache: what backward will need
+        return x * self.alpha.data
+
+    def backward(self, dy):
+        x, self.saved = self.saved, None
+        self.alpha.grad += (dy * x).sum(keepdims=True).reshape(1)   # accumulate, never assign
+        return dy * self.alpha.data                                # a new array: dy untouched
+
+
+s = Scale(dtype="float64")
+print("\ncustom module parameters:", [n for n, _ in s.named_parameters()])
+print("gradcheck of Scale:", gradcheck(s, rng.standard_normal((3, 4))).errors)
+
+# --- 7. Gradient checking ----------------------------------------------------------------------------------
+# L = sum(f(x) * dy) for a random dy; compare backward with central differences in float64.
+x = rng.standard_normal((2, 3, 5, 5))
+result = gradcheck(net, x, seed=3)
+print("\ngradcheck of the whole network (relative errors):")
+for name, err in result.errors.items():
+    print(f"  {name:12s} {err:.2e}")
+# One entry fails: 0.bias. Not a bug in Conv2d -- BatchNorm subtracts each channel's mean, so a
+# constant added per channel before it changes nothing: the true gradient of 0.bias is exactly 0.
+# Backward gives ~1e-17, the central difference ~1e-10 of rounding noise, and a *relative* error
+# against a zero gradient is meaningless. (That is why ResNets use Conv2d(..., bias=False) before
+# BatchNorm.) Lesson: look at the size of a gradient before trusting its relative error.
+print("  |0.bias.grad| =", f"{np.abs(net[0].bias.grad).max():.1e}", "(zero up to rounding)")
+
+net2 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False, dtype="float64", rng=1),
+                     nn.BatchNorm2d(4, dtype="float64"), nn.ReLU(dtype="float64"),
+                     nn.GlobalAvgPool2d(dtype="float64"), nn.Linear(4, 2, dtype="float64", rng=2),
+                     dtype="float64")
+result = gradcheck(net2, x, seed=3)
+print("same network with Conv2d(bias=False): max error", f"{result.max_error:.1e}",
+      "<= 1e-6:", result.max_error <= 1e-6, "| crossed a ReLU kink:", result.crossed_kink)
+print("BatchNorm's running statistics untouched by the check:",
+      np.array_equal(net2[1].running_mean, np.zeros(4)))
+
+# A step that crosses a kink is reported rather than silently averaged:
+r = gradcheck(nn.ReLU(dtype="float64"), np.array([[0.0, 1.0, -1.0]]))
+print("ReLU at x = 0: kinks reported", r.kinks)
+
+# gradcheck needs float64: a float32 module is refused.
+try:
+    gradcheck(nn.Linear(2, 2, rng=0), np.ones((1, 2), np.float32))
+except TypeError as e:
+    print("float32: TypeError:", str(e)[:55], "...")

@@ -1,0 +1,66 @@
+"""Tutorial 3: im2col, col2im and Conv2d (chapter: docs/03-conv2d.md).
+
+Run:  python tutorials/03_conv2d.py
+"""
+import numpy as np
+
+from npse import nn
+from npse.gradcheck import gradcheck
+from npse.nn import col2im, im2col
+
+np.set_printoptions(linewidth=110)
+
+# --- 1. im2col on a tiny input --------------------------------------------------------------------
+# One image, one channel, 3x4 pixels numbered 0..11; a 2x2 kernel with stride 1 and no padding.
+x = np.arange(12, dtype=np.float64).reshape(1, 1, 3, 4)
+print("x[0, 0] =\n", x[0, 0])
+cols = im2col(x, (2, 2), (1, 1), (0, 0))
+# OH = (3 - 2)//1 + 1 = 2, OW = (4 - 2)//1 + 1 = 3: six patches, each a column of C*KH*KW = 4 rows.
+print("\nim2col(x), shape", cols.shape, "(rows: ky,kx = 00 01 10 11; columns: oy,ox in C order)\n", cols)
+
+# With two images and two channels the rows run over (c, ky, kx) and the columns over (n, oy, ox).
+x2 = np.arange(2 * 2 * 3 * 3, dtype=np.float64).reshape(2, 2, 3, 3)
+cols2 = im2col(x2, (2, 2), (1, 1), (0, 0))
+print("\nN=2, C=2, 3x3 input, 2x2 kernel -> cols shape", cols2.shape, "= (C*KH*KW, N*OH*OW) = (8, 2*2*2)")
+print("column 4 (n=1, oy=0, ox=0) is image 1's top-left patch of both channels:", cols2[:, 4])
+
+# Padding and stride change OH, OW through floor((H + 2P - K) / S) + 1:
+for h, k, s, p in [(32, 3, 1, 1), (32, 3, 2, 1), (7, 3, 2, 0), (8, 1, 2, 0)]:
+    oh = im2col(np.zeros((1, 1, h, h)), (k, k), (s, s), (p, p)).shape[1] ** 0.5
+    print(f"H={h:2d} K={k} S={s} P={p}: OH = ({h} + 2*{p} - {k})//{s} + 1 = {(h + 2*p - k)//s + 1}"
+          f"  (im2col gave {int(oh)})")
+
+# --- 2. The convolution is one matrix product -----------------------------------------------------------
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 3, 7, 6))
+conv = nn.Conv2d(3, 4, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dtype="float64", rng=0)
+y = conv(x)
+W, b = conv.weight.data, conv.bias.data
+
+# The textbook definition, with explicit loops (cross-correlation: the kernel is not flipped).
+xpad = np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)))
+ref = np.zeros_like(y)
+for n in range(2):
+    for o in range(4):
+        for oy in range(y.shape[2]):
+            for ox in range(y.shape[3]):
+                patch = xpad[n, :, oy * 2:oy * 2 + 3, ox:ox + 2]
+                ref[n, o, oy, ox] = (patch * W[o]).sum() + b[o]
+print("\nConv2d output", y.shape, "| max |im2col result - loop result| =", f"{np.abs(y - ref).max():.1e}")
+
+# --- 3. col2im is the adjoint of im2col, not its inverse --------------------------------------------------
+x = rng.standard_normal((1, 1, 4, 4))
+c = rng.standard_normal(im2col(x, (3, 3)).shape)
+lhs = (im2col(x, (3, 3)) * c).sum()
+rhs = (x * col2im(c, x.shape, (3, 3))).sum()
+print("\n<im2col(x), c> =", f"{lhs:.12f}", "  <x, col2im(c)> =", f"{rhs:.12f}")
+# col2im(im2col(x)) multiplies each pixel by the number of patches it sits in:
+counts = col2im(im2col(np.ones((1, 1, 4, 4)), (3, 3)), (1, 1, 4, 4), (3, 3))
+print("how many 3x3 patches hold each pixel of a 4x4 image (= col2im(im2col(ones))):\n", counts[0, 0])
+
+# --- 4. Gradient check ----------------------------------------------------------------------------------------
+x = rng.standard_normal((2, 3, 6, 5))
+conv = nn.Conv2d(3, 2, 3, stride=2, padding=1, dtype="float64", rng=1)
+result = gradcheck(conv, x, seed=1)
+print("\ngradcheck relative errors:", {k: f"{v:.1e}" for k, v in result.errors.items()})
+print("all <= 1e-6:", result.max_error <= 1e-6)

@@ -1,0 +1,67 @@
+"""Tutorial 8: batch normalisation (chapter: docs/08-batchnorm2d.md).
+
+Run:  python tutorials/08_batchnorm2d.py
+"""
+import numpy as np
+
+from npse import nn
+from npse.gradcheck import gradcheck
+
+rng = np.random.default_rng(0)
+x = 3.0 + 2.0 * rng.standard_normal((4, 3, 5, 5))     # mean ~3, std ~2 in every channel
+N, C, H, W = x.shape
+M = N * H * W                                          # values per channel
+
+# --- 1. Training mode: normalise with the batch's own statistics -------------------------------------
+bn = nn.BatchNorm2d(C, dtype="float64")
+y = bn(x)
+print("per-channel mean of y:", np.abs(y.mean(axis=(0, 2, 3))).round(12))
+print("per-channel (biased) variance of y:", np.round(y.var(axis=(0, 2, 3)), 6), "(1 - tiny, because of eps)")
+
+# --- 2. Running statistics: biased variance to normalise, unbiased one to remember -------------------------
+mu = x.mean(axis=(0, 2, 3))
+var_biased = x.var(axis=(0, 2, 3))                    # divides by M
+var_unbiased = x.var(axis=(0, 2, 3), ddof=1)          # divides by M - 1
+print("\nrunning_mean = 0.9 * 0 + 0.1 * mu:          ", np.allclose(bn.running_mean, 0.1 * mu))
+print("running_var  = 0.9 * 1 + 0.1 * var*M/(M-1):", np.allclose(bn.running_var, 0.9 + 0.1 * var_unbiased))
+print("  (with the biased variance it would differ by", f"{np.abs(0.1 * (var_unbiased - var_biased)).max():.1e})")
+print("num_batches_tracked:", int(bn.num_batches_tracked))
+
+# --- 3. Evaluation mode: a fixed affine map -------------------------------------------------------------------
+bn.eval()
+y_eval = bn(x)
+expected = (x - bn.running_mean[None, :, None, None]) / np.sqrt(bn.running_var[None, :, None, None] + bn.eps)
+print("\neval output uses the running estimates:", np.allclose(y_eval, expected))
+dy = rng.standard_normal(x.shape)
+dx = bn.backward(dy)
+print("eval backward is dy * gamma / sqrt(running_var + eps):",
+      np.allclose(dx, dy / np.sqrt(bn.running_var[None, :, None, None] + bn.eps)))
+bn.train()
+
+# --- 4. Training-mode backward: the batch statistics depend on x too -------------------------------------------
+# dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat)), means per channel.
+# The two subtracted terms are the gradient through mu and var; forgetting them is the classic bug.
+bn = nn.BatchNorm2d(C, dtype="float64")
+bn.weight.data[:] = [0.5, 1.0, 2.0]
+bn.bias.data[:] = [0.0, 1.0, -1.0]
+for mode in ("train", "eval"):
+    getattr(bn, mode)()
+    r = gradcheck(bn, x, seed=1)
+    print(f"gradcheck ({mode:5s} mode):", {k: f"{v:.1e}" for k, v in r.errors.items()})
+print("running statistics untouched by the many forward passes of gradcheck:",
+      np.allclose(bn.running_mean, 0) and np.allclose(bn.running_var, 1), "| num_batches_tracked:",
+      int(bn.num_batches_tracked))
+
+# --- 5. A trap when checking BatchNorm: an upstream gradient that looks like x ----------------------------------
+# The training-mode dx removes from dy, per channel, its constant part and its part along xhat.
+# If dy is itself an affine function of x per channel -- e.g. drawn by the same seeded generator
+# that drew x, so dy == x -- the exact dx is almost zero (exactly zero if eps were 0; eps leaves a
+# residue of order eps / var), and a *relative* error against an almost-zero gradient is noise.
+bn = nn.BatchNorm2d(C, dtype="float64")
+x0 = np.random.default_rng(7).standard_normal((2, C, 3, 3))
+r = gradcheck(bn, x0, seed=7)                          # gradcheck draws dy from default_rng(7) too
+bn(x0)
+dx = bn.backward(np.random.default_rng(7).standard_normal(x0.shape))
+print("\nx and dy from the same seed: |dx| max =", f"{np.abs(dx).max():.1e}",
+      "-> 'relative error'", f"{r.errors['input']:.1e} (meaningless)")
+print("with a different seed for dy:", f"{gradcheck(bn, x0, seed=8).errors['input']:.1e}")
