@@ -108,3 +108,10 @@ def test_batchnorm2d_errors():
         bn(np.zeros((2, 4, 2, 2), np.float32))
     with pytest.raises(ValueError, match=r"BatchNorm2d: num_features must be a positive int"):
         nn.BatchNorm2d(0)
+
+
+@given(n=batch, c=channels, h=spatial, w=spatial, seed=seeds)
+def test_channel_sum_equals_the_plain_sum(n, c, h, w, seed):
+    from npse.nn.batchnorm2d import channel_sum
+    a = normal(np.random.default_rng(seed), (n, c, h, w))
+    np.testing.assert_allclose(channel_sum(a), a.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)

@@ -115,3 +115,29 @@ def test_conv2d_default_init_is_pytorchs():
         assert np.abs(p).max() > 0.9 * bound
     assert conv.weight.shape == (32, 16, 3, 3)
     assert backend.get_array_module(conv.weight.data) is np
+
+
+@given(case=window_cases(max_stride=1), out_channels=st.integers(1, 4))
+def test_input_gradient_by_convolution_equals_col2im_route(backend_name, case, out_channels):
+    """The fast stride-1 route to dx gives the plain col2im result."""
+    with UseBackend(backend_name) as xp:
+        rng = np.random.default_rng(case.seed)
+        x = to_backend(normal(rng, (case.n, case.c, case.h, case.w)), backend_name)
+        w = to_backend(normal(rng, (out_channels, case.c) + case.kernel), backend_name)
+        y, cache = nn.conv2d_forward(x, w, None, 1, case.padding)
+        dy = xp.asarray(normal(rng, y.shape))
+        fast = nn.conv2d_backward(dy, cache, fast=True)
+        plain = nn.conv2d_backward(dy, cache, fast=False)
+        assert relative_error(fast[0], plain[0]) <= 1e-12
+        assert relative_error(fast[1], plain[1]) <= 1e-12
+
+
+def test_workspace_buffers_do_not_leak_into_outputs():
+    """Two forward passes through one layer: the first output is not overwritten by the second."""
+    conv = nn.Conv2d(2, 3, 3, padding=1, rng=0)
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((2, 1, 2, 5, 5)).astype(np.float32)
+    y1 = conv(x1)
+    y1_copy = y1.copy()
+    conv(x2)
+    assert (y1 == y1_copy).all()

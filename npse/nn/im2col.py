@@ -93,7 +93,10 @@ def im2col(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     else:
         x_padded = x
         if ph or pw:   # the border of this buffer is zero from its creation and never written
-            x_padded = workspace.get("im2col.padded", (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x, zeros=True)
+            # The key names the padding: the same padded shape with another padding would have
+            # old values where this call expects its zero border.
+            x_padded = workspace.get(f"im2col.padded{ph},{pw}", (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x,
+                                     zeros=True)
             x_padded[:, :, ph:ph + h, pw:pw + w] = x
         cols = workspace.get("im2col.cols", (c, kh, kw, n, oh, ow), x.dtype, x)
     cols[...] = windows(x_padded, kernel, stride, (oh, ow)).transpose(1, 2, 3, 0, 4, 5)
