@@ -24,9 +24,9 @@ def _per_channel(v):
 def channel_sum(a):
     """sum of a (N, C, H, W) over N, H and W -> (C,).
 
-    Written as matrix products with a vector of ones, (N*C, H*W) @ (H*W,) and then a sum over N:
-    BLAS streams through memory once, while a plain ``a.sum(axis=(0, 2, 3))`` walks the array with
-    strides and was 10-30x slower here.  Same value, tested against the plain sum.
+    Written as a matrix-vector product with a vector of ones, (N*C, H*W) @ (H*W,), then a sum
+    over N: BLAS streams through memory once and was ~4x faster here than the plain
+    ``a.sum(axis=(0, 2, 3))``, which gives the same value (the tests compare them).
     """
     xp = get_array_module(a)
     n, c, h, w = a.shape
@@ -34,11 +34,25 @@ def channel_sum(a):
     return (a.reshape(n * c, h * w) @ ones).reshape(n, c).sum(axis=0)
 
 
+def channel_dot(a, b):
+    """sum of a * b (both (N, C, H, W)) over N, H and W -> (C,), without the product array.
+
+    A row-by-row dot product over (N*C, H*W); same value as ``(a * b).sum(axis=(0, 2, 3))``.
+    """
+    xp = get_array_module(a, b)
+    n, c, h, w = a.shape
+    a2, b2 = a.reshape(n * c, h * w), b.reshape(n * c, h * w)
+    rows = xp.vecdot(a2, b2) if hasattr(xp, "vecdot") else xp.einsum("ij,ij->i", a2, b2)
+    return rows.reshape(n, c).sum(axis=0)
+
+
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
                         eps=1e-5):
     """x (N, C, H, W) -> y (N, C, H, W), cache.
 
     In training the running estimates (C,) are updated in place; in evaluation they are used.
+    The cache keeps the centred input x - mu and 1/sqrt(var + eps): xhat is their product, and
+    backward needs only sums involving it, so xhat itself is never stored.
     """
     xp = get_array_module(x, gamma, beta)
     n, c, h, w = x.shape
@@ -48,33 +62,36 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
             raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, "
                              f"got input of shape {tuple(x.shape)}")
         mean = channel_sum(x) / m
-        xhat = x - _per_channel(mean)                     # centred for now; scaled below
-        var = channel_sum(xhat * xhat) / m                # biased: the batch's own variance
+        centred = x - _per_channel(mean)
+        var = channel_dot(centred, centred) / m              # biased: the batch's own variance
         running_mean += momentum * (mean - running_mean)
         running_var += momentum * (var * (m / (m - 1)) - running_var)
     else:
-        xhat = x - _per_channel(running_mean)
+        centred = x - _per_channel(running_mean)
         var = running_var
     inv_std = 1.0 / xp.sqrt(var + eps)
-    xhat *= _per_channel(inv_std)                         # in place: xhat is our own array
-    y = xhat * _per_channel(gamma)
+    y = centred * _per_channel(gamma * inv_std)               # = gamma * xhat
     y += _per_channel(beta)
-    return y, (xhat, gamma, inv_std, training)
+    return y, (centred, gamma, inv_std, training)
 
 
 def batchnorm2d_backward(dy, cache):
-    """dy (N, C, H, W) -> dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
-    xhat, gamma, inv_std, training = cache
+    """dy (N, C, H, W) -> dx (N, C, H, W), dgamma (C,), dbeta (C,).
+
+    With xhat = centred * inv_std and scale = gamma * inv_std, the formula of the module docstring,
+    dx = scale * (dy - dbeta/M - xhat * dgamma/M), is evaluated as
+    dx = scale * dy - (scale * inv_std * dgamma / M) * centred - scale * dbeta / M:
+    the same numbers, with the per-channel factors folded so the big arrays are passed over less.
+    """
+    centred, gamma, inv_std, training = cache
     n, c, h, w = dy.shape
     m = n * h * w
     dbeta = channel_sum(dy)
-    dgamma = channel_sum(dy * xhat)
-    scale = gamma * inv_std                               # (C,)
+    dgamma = channel_dot(dy, centred) * inv_std               # = sum(dy * xhat)
+    scale = gamma * inv_std                                   # (C,)
     dx = dy * _per_channel(scale)
     if training:
-        # dx = scale * (dy - dbeta/M - xhat * dgamma/M), with the per-channel factors folded
-        # so that only two passes over the big arrays remain.
-        dx -= xhat * _per_channel(scale * dgamma / m)
+        dx -= centred * _per_channel(scale * inv_std * dgamma / m)
         dx -= _per_channel(scale * dbeta / m)
     return dx, dgamma, dbeta
 

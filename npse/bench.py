@@ -1,0 +1,315 @@
+"""`npse bench`: how fast is a training step, where does its time go, and how does it compare?
+
+Prints, for each model and batch size: training-step and evaluation images/s, milliseconds per
+step and the peak memory of a training step; the scaling ratios (batch 512 vs 128, SE-ResNet-56 vs
+-20); a per-layer table of forward and backward times; and a profile that sorts the step's time
+into im2col, GEMM, col2im, BatchNorm, element-wise work, the optimizer and Python overhead.
+When PyTorch is installed, the same network runs in PyTorch in the same process with the same
+number of threads, and the ratios are printed.  Timings are medians over repeats; absolute
+numbers vary between runs on shared machines, ratios measured in one run are what to compare.
+Chapter: docs/12-speed.md.
+"""
+from __future__ import annotations
+
+import cProfile
+import os
+import platform
+import pstats
+import statistics
+import time
+import tracemalloc
+
+import numpy
+
+from . import backend
+
+CATEGORIES = ("im2col", "GEMM + layout copies", "col2im", "BatchNorm", "element-wise (ReLU, SE, pool, add, fc)",
+              "loss", "optimizer", "Python overhead")
+
+
+def add_arguments(parser):
+    parser.add_argument("--models", default="se_resnet20,se_resnet56",
+                        help="comma-separated model names (default: se_resnet20,se_resnet56)")
+    parser.add_argument("--batch-sizes", default="32,128,512", help="comma-separated (default: 32,128,512)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (default 3)")
+    parser.add_argument("--backend", choices=backend.BACKENDS, default=None)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--quick", action="store_true",
+                        help="se_resnet20 at batch 128 only, 2 repeats (a one-minute look)")
+
+
+def _sync(xp):
+    if xp.__name__.startswith("cupy"):
+        xp.cuda.Device().synchronize()
+
+
+def _median_time(fn, repeats, xp, warmup=1):
+    for _ in range(warmup):
+        fn()
+    _sync(xp)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(xp)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+class _Setup:
+    """A model, its optimizer and loss, and one fixed random batch on the active backend."""
+
+    def __init__(self, name, batch):
+        from . import models, nn, optim
+        self.xp = backend.module()
+        self.model = models.build_model(name)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.optimizer = optim.SGD(self.model.named_parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                                   weight_decay=5e-4)
+        rng = numpy.random.default_rng(0)
+        self.x = backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(numpy.float32))
+        self.y = backend.to_device(rng.integers(0, 10, batch))
+
+    def train_step(self):
+        self.model.train()
+        self.model.zero_grad()
+        self.loss_fn(self.model(self.x), self.y)
+        self.model.backward(self.loss_fn.backward())
+        self.optimizer.step()
+
+    def eval_step(self):
+        from .nn import no_grad
+        self.model.eval()
+        with no_grad():
+            self.model(self.x)
+
+
+def _torch_times(config, batch, repeats, device):
+    """(train images/s, eval images/s) of the same network in PyTorch, or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from .torch_reference import build_torch_model
+    model = build_torch_model(dict(config, dtype="float32")).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def train():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    out = []
+    for fn in (train, evaluate):
+        fn()
+        sync()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        out.append(batch / statistics.median(times))
+    return tuple(out)
+
+
+def _peak_step_memory(name, batch):
+    """Peak bytes that NumPy held during model set-up plus two training steps (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        setup = _Setup(name, batch)
+        setup.train_step()
+        setup.train_step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _leaf_modules(model):
+    """Modules without children, plus SE blocks (timed whole: their children are two small fcs)."""
+    from .models import SEBlockNoSqueeze
+    from .nn import SEBlock
+    se = [name for name, m in model.named_modules() if isinstance(m, (SEBlock, SEBlockNoSqueeze))]
+    inside_se = tuple(f"{name}." for name in se)
+    return [(name, m) for name, m in model.named_modules()
+            if name and (name in se or (not m._modules and not name.startswith(inside_se)))]
+
+
+def layer_times(setup, repeats=3):
+    """[(name, type, input shape, forward ms, backward ms)] for every leaf module, each timed alone
+    on the input it receives inside the network."""
+    inputs = {}
+    leaves = _leaf_modules(setup.model)
+    for name, m in leaves:
+        original = m.forward
+
+        def capture(x, _name=name, _orig=original):
+            inputs.setdefault(_name, x.copy())
+            return _orig(x)
+        object.__setattr__(m, "forward", capture)
+    try:
+        setup.model.train()
+        setup.model(setup.x)
+    finally:
+        for _, m in leaves:
+            object.__delattr__(m, "forward")
+    rows = []
+    for name, m in leaves:
+        x = inputs.get(name)
+        if x is None:
+            continue
+        y = m(x)
+        dy = setup.xp.ones_like(y)
+        fwd = _median_time(lambda: m(x), repeats, setup.xp)
+
+        def fwd_bwd():
+            m(x)
+            m.backward(dy)
+        both = _median_time(fwd_bwd, repeats, setup.xp)
+        rows.append((name, type(m).__name__, "x".join(map(str, x.shape)), fwd * 1e3, max(both - fwd, 0.0) * 1e3))
+    return rows
+
+
+def _category(filename, funcname):
+    path = filename.replace(os.sep, "/")
+    if "npse/" not in path:
+        return None
+    if path.endswith("nn/im2col.py"):
+        return "im2col" if funcname in ("im2col", "windows", "pad2d") else "col2im" if funcname == "col2im" else None
+    if path.endswith("nn/conv2d.py") and funcname in ("conv2d_forward", "conv2d_backward",
+                                                        "conv2d_input_grad_by_convolution"):
+        return "GEMM + layout copies"
+    if path.endswith("nn/batchnorm2d.py") and funcname != "forward" and funcname != "backward":
+        return "BatchNorm"
+    if path.endswith("nn/loss.py") and funcname.startswith("cross_entropy"):
+        return "loss"
+    if path.endswith("optim/sgd.py"):
+        return "optimizer"
+    if (path.endswith(("nn/activations.py", "nn/se_block.py", "nn/pooling.py", "nn/linear.py"))
+            and funcname.endswith(("_forward", "_backward"))):
+        return "element-wise (ReLU, SE, pool, add, fc)"
+    if path.endswith("models/resnet.py") and funcname in ("forward", "backward"):
+        return "element-wise (ReLU, SE, pool, add, fc)"   # the residual additions and ShortcutA
+    return None
+
+
+def profile_step(setup, steps=2):
+    """{category: seconds per step}: cProfile's own-time of each npse function, with the time of
+    the NumPy/CuPy built-ins it calls charged to it; whatever is left is Python overhead."""
+    setup.train_step()
+    profiler = cProfile.Profile()
+    t = time.perf_counter()
+    profiler.enable()
+    for _ in range(steps):
+        setup.train_step()
+    profiler.disable()
+    _sync(setup.xp)
+    total = (time.perf_counter() - t) / steps
+    stats = pstats.Stats(profiler).stats
+    spent = dict.fromkeys(CATEGORIES, 0.0)
+    for (filename, _, funcname), (_, _, own, _, callers) in stats.items():
+        cat = _category(filename, funcname)
+        if cat is not None:
+            spent[cat] += own / steps
+        elif filename == "~" or "numpy" in filename or "cupy" in filename:
+            for (cfile, _, cfunc), edge in callers.items():   # built-ins: charge the caller
+                ccat = _category(cfile, cfunc)
+                if ccat is not None:
+                    spent[ccat] += edge[2] / steps
+    spent["Python overhead"] = max(0.0, total - sum(v for k, v in spent.items() if k != "Python overhead"))
+    return total, spent
+
+
+def machine_description():
+    blas = ""
+    try:
+        cfg = numpy.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    except Exception:
+        pass
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"NumPy {numpy.__version__}{' (' + blas + ')' if blas else ''}, backend {backend.get_backend()}")
+
+
+def run(args) -> int:
+    if args.backend:
+        backend.set_backend(args.backend)
+    from . import models
+    model_names = ["se_resnet20"] if args.quick else [m.strip() for m in args.models.split(",") if m.strip()]
+    batches = [128] if args.quick else [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    repeats = 2 if args.quick else args.repeats
+    for m in model_names:
+        if m not in models.MODELS:
+            raise ValueError(f"unknown model {m!r}; choose from {', '.join(models.MODELS)}")
+    if any(b < 2 for b in batches) or repeats < 1:
+        raise ValueError("batch sizes must be >= 2 and --repeats >= 1")
+    xp = backend.module()
+    device = "cuda" if backend.get_backend() == "cupy" else "cpu"
+    use_torch = not args.no_torch
+    if use_torch:
+        try:
+            import torch
+            torch.set_num_threads(os.cpu_count() or 1)
+            print(f"PyTorch {torch.__version__} found: running the same network in it ({torch.get_num_threads()} threads)")
+        except ImportError:
+            use_torch = False
+            print("PyTorch not installed: no comparison (it is never needed by npse)")
+    print(f"machine: {machine_description()}\n")
+
+    header = f"{'model':<14}{'batch':>6}{'train img/s':>13}{'eval img/s':>12}{'ms/step':>10}"
+    header += f"{'peak MB':>9}" if not args.no_memory else ""
+    header += f"{'torch train':>13}{'torch eval':>12}{'train x':>9}{'eval x':>8}" if use_torch else ""
+    print(header)
+    results = {}
+    for name in model_names:
+        for batch in batches:
+            setup = _Setup(name, batch)
+            step = _median_time(setup.train_step, repeats, xp)
+            ev = _median_time(setup.eval_step, repeats, xp)
+            results[(name, batch)] = step
+            line = f"{name:<14}{batch:>6}{batch / step:>13.1f}{batch / ev:>12.1f}{step * 1e3:>10.0f}"
+            del setup
+            if not args.no_memory:
+                line += f"{_peak_step_memory(name, batch) / 2**20:>9.0f}"
+            if use_torch:
+                t = _torch_times(models.build_model(name).config, batch, repeats, device)
+                line += f"{t[0]:>13.1f}{t[1]:>12.1f}{(batch / step) / t[0]:>9.2f}{(batch / ev) / t[1]:>8.2f}"
+            print(line, flush=True)
+    print()
+    for name in model_names:
+        if (name, 128) in results and (name, 512) in results:
+            print(f"{name}: one step at batch 512 costs {results[(name, 512)] / results[(name, 128)]:.2f}x "
+                  f"one at batch 128 (4x the work)")
+    for batch in batches:
+        if ("se_resnet56", batch) in results and ("se_resnet20", batch) in results:
+            print(f"batch {batch}: SE-ResNet-56 step costs {results[('se_resnet56', batch)] / results[('se_resnet20', batch)]:.2f}x "
+                  f"SE-ResNet-20's (about 2.8x the work)")
+
+    first, batch = model_names[0], (128 if 128 in batches else batches[0])
+    if not args.no_layers:
+        setup = _Setup(first, batch)
+        print(f"\nper layer, {first}, batch {batch} (each layer timed alone; ms)")
+        print(f"{'layer':<26}{'type':<18}{'input':<16}{'forward':>9}{'backward':>10}")
+        rows = layer_times(setup, repeats)
+        for n, t, shape, f, b in rows:
+            print(f"{n:<26}{t:<18}{shape:<16}{f:>9.2f}{b:>10.2f}")
+        print(f"{'sum':<60}{sum(r[3] for r in rows):>9.1f}{sum(r[4] for r in rows):>10.1f}")
+    if not args.no_profile:
+        setup = _Setup(first, batch)
+        total, spent = profile_step(setup)
+        print(f"\nprofile of one training step, {first}, batch {batch}: {total * 1e3:.0f} ms (under cProfile)")
+        for cat in CATEGORIES:
+            print(f"  {cat:<42}{spent[cat] * 1e3:>8.1f} ms  {100 * spent[cat] / total:>5.1f}%")
+    return 0

@@ -1,0 +1,76 @@
+"""Learning curves of a run: ``npse plot OUT`` draws ``OUT/metrics.jsonl`` into ``OUT/curves.png``.
+
+Three panels against the epoch: loss (train and test), accuracy (train and test) and the
+learning rate at the end of each epoch. matplotlib is an optional dependency
+(``pip install 'npse[plot]'``); nothing else in npse needs it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .train import CURVES, METRICS, METRIC_KEYS
+
+
+def read_metrics(path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` file; ValueError naming the line for a bad one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics file: {path} does not exist (is it a run directory "
+                                f"of npse train?)")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({e})") from None
+        missing = [k for k in METRIC_KEYS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ValueError(f"{path}, line {number}: lacks {', '.join(missing)}")
+        records.append(record)
+    if not records:
+        raise ValueError(f"{path} holds no epochs yet")
+    return records
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("npse plot needs matplotlib: pip install 'npse[plot]'") from None
+    matplotlib.use("Agg")  # files only: works without a display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_run(out, output=None) -> Path:
+    """Draw the curves of the run in directory ``out`` to ``output`` (default OUT/curves.png)."""
+    out = Path(out)
+    records = read_metrics(out / METRICS)
+    plt = _pyplot()
+    output = out / CURVES if output is None else Path(output)
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(13, 3.8))
+    try:
+        ax_loss.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
+        ax_loss.plot(epochs, [r["test_loss"] for r in records], "s-", label="test")
+        ax_loss.set(title="cross-entropy loss", xlabel="epoch")
+        ax_acc.plot(epochs, [100 * r["train_acc"] for r in records], "o-", label="train")
+        ax_acc.plot(epochs, [100 * r["test_acc"] for r in records], "s-", label="test")
+        ax_acc.set(title="accuracy (%)", xlabel="epoch")
+        ax_lr.plot(epochs, [r["lr"] for r in records], "o-", color="gray")
+        ax_lr.set(title="learning rate (end of epoch)", xlabel="epoch")
+        for ax in (ax_loss, ax_acc):
+            ax.legend()
+        for ax in (ax_loss, ax_acc, ax_lr):
+            ax.grid(alpha=0.3)
+        best = max(records, key=lambda r: r["test_acc"])
+        fig.suptitle(f"{out.name}: final test accuracy {100 * records[-1]['test_acc']:.2f}%, "
+                     f"best {100 * best['test_acc']:.2f}% (epoch {best['epoch']})")
+        fig.tight_layout()
+        fig.savefig(output, dpi=100)
+    finally:
+        plt.close(fig)
+    return output

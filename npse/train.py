@@ -1,0 +1,537 @@
+"""The training loop as a library function: ``train(TrainConfig(...)) -> final metrics``.
+
+One run lives in one output directory ``OUT``:
+
+    OUT/checkpoint.npz   model weights (``model.*``), optimiser state (``optim.*``) and, in the
+                         metadata, the configuration, the model config, the epoch and iteration
+                         reached, the normalisation mean/std, the class names and every epoch's
+                         metrics so far. Rewritten atomically at the end of every epoch.
+    OUT/metrics.jsonl    one JSON line per finished epoch (a copy of the checkpoint's list).
+    OUT/config.json      the configuration, for people to read (the checkpoint is authoritative).
+
+Reproducibility: the model is initialised from ``seed``, and every epoch's shuffle and
+augmentation come from ``(seed, epoch)`` (see :mod:`npse.data.loader`); the learning rate is a
+pure function of the global iteration. A run resumed from the checkpoint of epoch e therefore
+computes exactly what the uninterrupted run computed, bit for bit (on the same backend).
+
+Crash safety: the checkpoint, which holds the metrics list, is written first, the metrics line
+after it. A crash between the two leaves a checkpoint one line ahead of ``metrics.jsonl``; on
+resume ``metrics.jsonl`` is rewritten from the checkpoint, so no line is lost or doubled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy
+
+from . import backend
+from .checkpoint import add_prefix, load_checkpoint, save_checkpoint, split_prefixed
+from .data import channel_stats, iterate_batches, load_cifar10, load_cifar100, num_batches, subset
+from .nn import CrossEntropyLoss, no_grad
+from .optim import SGD, Constant, WarmupCosine, he_multistep, skip_bn_and_bias
+
+CHECKPOINT = "checkpoint.npz"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+CURVES = "curves.png"
+# The only files --overwrite may delete: npse's own.
+OWN_FILES = (CHECKPOINT, METRICS, CONFIG, CURVES)
+CHECKPOINT_FORMAT = "npse-train-checkpoint"
+CHECKPOINT_VERSION = 1
+
+DATASETS = ("cifar10", "cifar100")
+SCHEDULES = ("cosine", "multistep", "constant")
+SE_CHOICES = ("none", "standard", "pre", "post", "identity", "3x3", "nosqueeze")
+DTYPES = ("float32", "float64")
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
+               "images_per_s")
+FULL_EPOCHS = 40  # the full recipe (``npse train --full``)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run depends on. Defaults are the calibrated quick recipe.
+
+    Model options left at None take the model name's own default (``se_resnet20`` implies
+    ``se="standard"``, and so on); ``se="none"`` removes the SE blocks.
+    """
+
+    out: str | None = None            # None: runs/<model>-<timestamp>
+    model: str = "se_resnet20"
+    dataset: str = "cifar10"
+    epochs: int = 3
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    decay_bn_bias: bool = True        # False: no weight decay on 1-D params (BN, biases)
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    train_subset: int | None = None
+    augment: bool = True              # pad-4 crop + flip; False for overfitting checks
+    dtype: str = "float32"
+    # model overrides (None: the model name's default)
+    depth: int | None = None
+    widths: tuple | None = None
+    shortcut: str | None = None
+    se: str | None = None
+    se_reduction: int | None = None
+    se_squeeze: str | None = None
+    se_excitation: str | None = None
+    se_stages: tuple | None = None
+    se_bias: bool | None = None
+    # run-time options: they may differ between a run and its resumption
+    data_dir: str | None = None
+    download: bool = True
+    backend: str = "numpy"
+    quiet: bool = False
+    resume: bool = False
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError with a clear message for any nonsensical value."""
+        def need_int(name, low, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, numpy.integer)) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+
+        def need_float(name, low=0.0):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or v < low:
+                raise ValueError(f"{name} must be a finite number >= {low}, got {v!r}")
+
+        def need_choice(name, choices, allow_none=False):
+            v = getattr(self, name)
+            if (v is None and allow_none) or v in choices:
+                return
+            raise ValueError(f"{name} must be one of {', '.join(choices)}; got {v!r}")
+
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            need_int(name, 1)
+        need_int("seed", 0)
+        need_int("train_subset", 1, allow_none=True)
+        need_int("depth", 1, allow_none=True)
+        need_int("se_reduction", 1, allow_none=True)
+        for name in ("lr", "momentum", "weight_decay", "warmup_epochs"):
+            need_float(name)
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must not exceed epochs "
+                             f"({self.epochs})")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0 (use --no-nesterov with "
+                             "--momentum 0)")
+        need_choice("dataset", DATASETS)
+        need_choice("schedule", SCHEDULES)
+        need_choice("dtype", DTYPES)
+        need_choice("backend", backend.BACKENDS)
+        need_choice("se", SE_CHOICES, allow_none=True)
+        need_choice("shortcut", ("A", "B"), allow_none=True)
+        for name in ("widths", "se_stages"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (tuple, list)) or not v or any(
+                    isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in v)):
+                raise ValueError(f"{name} must be a non-empty list of positive integers, got {v!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a model name, got {self.model!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: resume continues the run "
+                             "in OUT, overwrite starts a new one there")
+
+    def model_overrides(self) -> dict:
+        """The keyword arguments for ``npse.models.build_model`` that this config sets."""
+        kw = {"num_classes": 100 if self.dataset == "cifar100" else 10,
+              "dtype": self.dtype, "seed": self.seed}
+        for name in ("depth", "shortcut", "se_reduction", "se_squeeze", "se_excitation",
+                     "se_bias"):
+            if getattr(self, name) is not None:
+                kw[name] = getattr(self, name)
+        for name in ("widths", "se_stages"):
+            if getattr(self, name) is not None:
+                kw[name] = tuple(getattr(self, name))
+        if self.se is not None:
+            kw["se"] = None if self.se == "none" else self.se
+        return kw
+
+    def training_dict(self) -> dict:
+        """The fields that determine the computation (all but the run-time ones), JSON-ready."""
+        d = dataclasses.asdict(self)
+        for name in RUNTIME_FIELDS:
+            d.pop(name)
+        return json.loads(json.dumps(d))  # tuples -> lists, as they come back from a checkpoint
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from :meth:`training_dict` output (or any subset of the fields)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown} (a checkpoint from another "
+                             f"npse version?)")
+        d = dict(d)
+        for name in ("widths", "se_stages"):
+            if isinstance(d.get(name), list):
+                d[name] = tuple(d[name])
+        return cls(**d)
+
+
+# Fields that may change between a run and its resumption without changing what is computed
+# (eval_batch_size and backend can change the last bits of the numbers, by the user's choice).
+RUNTIME_FIELDS = ("out", "data_dir", "download", "backend", "quiet", "resume", "overwrite",
+                  "eval_batch_size")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def default_out(model: str) -> str:
+    """``runs/<model>-<YYYYmmdd-HHMMSS>``: the output directory when none is given."""
+    return os.path.join("runs", f"{model}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def holds_run(out) -> bool:
+    """True when ``out`` holds a run: a checkpoint or a metrics file."""
+    out = Path(out)
+    return (out / CHECKPOINT).exists() or (out / METRICS).exists()
+
+
+def _build_model(name: str, overrides: dict):
+    from .models import build_model  # imported late: the CLI's --help must not need it
+    return build_model(name, **overrides)
+
+
+def _model_from_config(config: dict):
+    from .models import from_config
+    return from_config(config)
+
+
+def _load_dataset(config: TrainConfig):
+    loader = load_cifar100 if config.dataset == "cifar100" else load_cifar10
+    return loader(config.data_dir, download=config.download)
+
+
+def _make_schedule(config: TrainConfig, steps_per_epoch: int):
+    total = steps_per_epoch * config.epochs
+    if config.schedule == "cosine":
+        warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
+        return WarmupCosine(config.lr, total, warmup)
+    if config.schedule == "multistep":
+        return he_multistep(config.lr, steps_per_epoch, config.epochs)
+    return Constant(config.lr)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write under a temporary name, then rename: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _metrics_text(metrics) -> str:
+    return "".join(json.dumps(m) + "\n" for m in metrics)
+
+
+def read_checkpoint_meta(path) -> tuple[dict, dict]:
+    """``(arrays, meta)`` of a training checkpoint; ValueError if it is not one."""
+    arrays, meta = load_checkpoint(path)
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an npse training checkpoint (no '{CHECKPOINT_FORMAT}' "
+                         f"metadata)")
+    for key in ("config", "model_config", "epoch", "iteration", "mean", "std", "classes",
+                "metrics"):
+        if key not in meta:
+            raise ValueError(f"{path}: the checkpoint metadata lacks '{key}'")
+    return arrays, meta
+
+
+def resume_config(out, **given) -> TrainConfig:
+    """The configuration to resume the run in ``out``: the checkpoint's, plus ``given``.
+
+    ``given`` holds options set explicitly (on the command line). Run-time options
+    (:data:`RUNTIME_FIELDS`) are taken from it; a training option that differs from the
+    checkpoint's is a ValueError, since the resumed run would no longer repeat the original.
+    """
+    path = Path(out) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"nothing to resume: {path} does not exist")
+    _, meta = read_checkpoint_meta(path)
+    saved = meta["config"]
+    probe = json.loads(json.dumps({k: v for k, v in given.items() if k not in RUNTIME_FIELDS},
+                                  default=list))
+    conflicts = [f"{k}={probe[k]!r} (the run has {saved.get(k)!r})" for k in probe
+                 if probe[k] != saved.get(k)]
+    if conflicts:
+        raise ValueError(
+            f"cannot resume {out}: {'; '.join(conflicts)}. On resume the configuration comes "
+            f"from the checkpoint: drop these options, or start a new run (another --out, or "
+            f"--overwrite)")
+    config = TrainConfig.from_dict(saved)
+    for k, v in given.items():
+        if k in RUNTIME_FIELDS:
+            setattr(config, k, v)
+    config.out, config.resume, config.overwrite = str(out), True, False
+    return config
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate(model, x, y, mean, std, batch_size=500, dtype=None):
+    """Loss, accuracy and per-class accuracy of ``model`` on uint8 images ``x`` (N, 3, H, W).
+
+    Runs under :func:`npse.nn.no_grad` in eval mode (BatchNorm uses its running statistics); the
+    model's previous mode is restored afterwards. Returns ``(loss, acc, per_class_acc)``: the mean
+    cross-entropy and the accuracy as Python floats, and a float64 host array (classes,) with
+    NaN for a class that has no sample in ``y``.
+    """
+    if len(y) == 0:
+        raise ValueError("evaluate: no samples")
+    dtype = model.dtype if dtype is None else dtype
+    was_training = model.training
+    model.eval()
+    loss_fn = CrossEntropyLoss()
+    loss_sum, preds = 0.0, []
+    try:
+        with no_grad():
+            for xb, yb in iterate_batches(x, y, batch_size, mean, std, shuffle=False,
+                                          augment=False, dtype=dtype):
+                logits = model(xb)
+                loss_sum += loss_fn(logits, yb) * len(yb)
+                preds.append(backend.to_host(logits.argmax(axis=1)))
+    finally:
+        model.train(was_training)
+    y_host = backend.to_host(y).astype(numpy.int64)
+    pred = numpy.concatenate(preds)
+    num_classes = int(logits.shape[1])
+    hits = pred == y_host
+    total = numpy.bincount(y_host, minlength=num_classes).astype(numpy.float64)
+    right = numpy.bincount(y_host[hits], minlength=num_classes).astype(numpy.float64)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        per_class = numpy.where(total > 0, right / numpy.maximum(total, 1), numpy.nan)
+    return loss_sum / len(y_host), float(hits.mean()), per_class
+
+
+# ----------------------------------------------------------------------------- training
+
+def _prepare_out(out: Path, config: TrainConfig) -> None:
+    """Refuse to clobber a run; with ``overwrite`` delete npse's own files (and nothing else)."""
+    if config.resume:
+        return
+    if holds_run(out) and not config.overwrite:
+        raise FileExistsError(
+            f"{out} already holds a run ({CHECKPOINT} or {METRICS}); continue it with --resume, "
+            f"replace it with --overwrite, or choose another --out")
+    if config.overwrite and out.is_dir():
+        for name in OWN_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _kept(out: Path, metrics) -> str:
+    """What a stopped run leaves behind, for the error message."""
+    if not metrics:
+        return "No checkpoint was written (no epoch finished)"
+    return f"{out / CHECKPOINT} keeps the last good epoch ({metrics[-1]['epoch']})"
+
+
+def _epoch_line(m: dict, epochs: int) -> str:
+    return (f"epoch {m['epoch']}/{epochs}  train loss {m['train_loss']:.4f} acc "
+            f"{100 * m['train_acc']:.2f}%  test loss {m['test_loss']:.4f} acc "
+            f"{100 * m['test_acc']:.2f}%  lr {m['lr']:.4g}  {m['seconds']:.1f} s  "
+            f"{m['images_per_s']:.0f} img/s")
+
+
+def train(config: TrainConfig, log=print) -> dict:
+    """Train (or, with ``config.resume``, continue training) one model; return final metrics.
+
+    ``log(str)`` receives the human-readable lines (start-up summary, one line per epoch, the
+    final accuracy); pass ``None`` for silence. The progress bar goes to stderr and is shown
+    only when stderr is a terminal and ``config.quiet`` is False.
+
+    Returns the last epoch's metrics (the keys of :data:`METRIC_KEYS`) plus ``out``,
+    ``checkpoint``, ``classes`` and ``per_class_acc`` (a list, test set, last epoch).
+
+    Raises ValueError (bad configuration), FileExistsError (``out`` holds a run and neither
+    resume nor overwrite is set), FileNotFoundError (data, checkpoint), NonFiniteLossError;
+    KeyboardInterrupt passes through. In every case the last checkpoint is left intact.
+    """
+    log = log or (lambda s: None)
+    config = dataclasses.replace(config)
+    config.validate()
+    if config.out is None:
+        config.out = default_out(config.model)
+    out = Path(config.out)
+    previous_backend = backend.get_backend()
+    backend.set_backend(config.backend)
+    try:
+        # Overflow on the way to a NaN loss would print a NumPy warning per layer; the loss
+        # check below reports it once, with the epoch and iteration.
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return _train(config, out, log)
+    finally:
+        backend.set_backend(previous_backend)
+
+
+def _train(config: TrainConfig, out: Path, log) -> dict:
+    from tqdm import tqdm
+
+    # --- everything that can fail on bad input happens before OUT is touched -------------------
+    meta = None
+    if config.resume:
+        path = out / CHECKPOINT
+        if not path.exists():
+            raise FileNotFoundError(f"nothing to resume: {path} does not exist")
+        arrays, meta = read_checkpoint_meta(path)
+        saved = meta["config"]
+        mine = config.training_dict()
+        diff = [f"{k}={mine.get(k)!r} (the run has {saved.get(k)!r})"
+                for k in sorted(set(mine) | set(saved)) if mine.get(k) != saved.get(k)]
+        if diff:
+            raise ValueError(f"cannot resume {out}: {'; '.join(diff)}")
+        model = _model_from_config(meta["model_config"])
+    else:
+        model = _build_model(config.model, config.model_overrides())
+    model.to(config.backend)
+
+    data = _load_dataset(config)
+    x_train, y_train = subset(data.x_train, data.y_train, config.train_subset, seed=config.seed)
+    x_test, y_test = data.x_test, data.y_test
+    if meta is not None:
+        mean, std = meta["mean"], meta["std"]
+        if meta.get("data") != {"n_train": len(y_train), "n_test": len(y_test)}:
+            raise ValueError(f"cannot resume {out}: the data differ from the run's "
+                             f"({meta.get('data')}, now {len(y_train)} train / {len(y_test)} "
+                             f"test images); check --data-dir")
+    else:
+        mean, std = (a.tolist() for a in channel_stats(x_train))
+
+    steps = num_batches(len(y_train), config.batch_size)
+    schedule = _make_schedule(config, steps)
+    opt = SGD(model.named_parameters(), lr=config.lr, momentum=config.momentum,
+              nesterov=config.nesterov, weight_decay=config.weight_decay,
+              decay_filter=None if config.decay_bn_bias else skip_bn_and_bias)
+    if meta is not None:
+        model.load_state_dict(split_prefixed(arrays, "model"))
+        opt.load_state_dict(split_prefixed(arrays, "optim"))
+        start_epoch, iteration, metrics = int(meta["epoch"]), int(meta["iteration"]), \
+            list(meta["metrics"])
+    else:
+        start_epoch, iteration, metrics = 0, 0, []
+
+    _prepare_out(out, config)
+    # From here on OUT is ours.
+    _write_text_atomic(out / CONFIG, json.dumps(
+        {"config": config.training_dict(), "model_config": model.config, "mean": mean,
+         "std": std, "classes": list(data.classes)}, indent=2) + "\n")
+    if meta is not None:
+        # The checkpoint is the truth: repair a metrics file that a crash left one line short.
+        _write_text_atomic(out / METRICS, _metrics_text(metrics))
+
+    n_params = sum(int(p.data.size) for p in model.parameters())
+    log(f"{config.model}: {n_params:,} parameters ({config.dtype}, {config.backend}); "
+        f"{config.dataset}: {len(y_train)} train / {len(y_test)} test images; "
+        f"{steps} iterations per epoch; {schedule.describe()}")
+    if meta is not None:
+        log(f"resuming {out} after epoch {start_epoch}/{config.epochs}")
+
+    loss_fn = CrossEntropyLoss()
+    dtype = numpy.dtype(config.dtype)
+    per_class = None
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        started = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        # disable=None: tqdm hides itself when stderr is not a terminal (no bar spam in logs).
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="it",
+                   file=sys.stderr, disable=True if config.quiet else None, leave=False,
+                   dynamic_ncols=True, mininterval=0.5)
+        try:
+            batches = iterate_batches(x_train, y_train, config.batch_size, mean, std,
+                                      shuffle=True, augment=config.augment, seed=config.seed,
+                                      epoch=epoch, dtype=dtype)
+            for i, (xb, yb) in enumerate(batches):
+                lr = schedule(iteration)
+                opt.lr = lr
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"the training loss became {loss} at epoch {epoch + 1}, iteration "
+                        f"{i + 1}/{steps} (global iteration {iteration + 1}); the run stops. "
+                        f"{_kept(out, metrics)}. A smaller --lr usually helps")
+                opt.zero_grad()
+                model.backward(loss_fn.backward())
+                opt.step()
+                iteration += 1
+                b = len(yb)
+                loss_sum += loss * b
+                correct += int((logits.argmax(axis=1) == yb).sum())
+                seen += b
+                bar.update(1)
+                if not bar.disable:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                                    img_s=f"{seen / (time.perf_counter() - started):.0f}",
+                                    refresh=False)
+        finally:
+            bar.close()
+        train_seconds = time.perf_counter() - started
+        test_loss, test_acc, per_class = evaluate(model, x_test, y_test, mean, std,
+                                                  config.eval_batch_size, dtype=dtype)
+        if not math.isfinite(test_loss):
+            raise NonFiniteLossError(
+                f"the test loss became {test_loss} after epoch {epoch + 1}; the run stops. "
+                f"{_kept(out, metrics)}. A smaller --lr usually helps")
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                  "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
+                  "seconds": time.perf_counter() - started,
+                  "images_per_s": seen / train_seconds}
+        metrics.append(record)
+        # Checkpoint first (it carries the metrics list), then the metrics line: see the module
+        # docstring for why this order cannot lose or duplicate a line.
+        save_checkpoint(out / CHECKPOINT, {
+            **add_prefix(model.state_dict(), "model"),
+            **add_prefix(opt.state_dict(), "optim"),
+        }, {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "config": config.training_dict(), "model_config": model.config,
+            "epoch": epoch + 1, "iteration": iteration, "mean": mean, "std": std,
+            "classes": list(data.classes), "metrics": metrics,
+            "data": {"n_train": len(y_train), "n_test": len(y_test)},
+            "data_dir": None if config.data_dir is None else str(config.data_dir),
+        })
+        with open(out / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        log(_epoch_line(record, config.epochs))
+
+    if not metrics:  # pragma: no cover - epochs >= 1 guarantees one epoch
+        raise RuntimeError("no epoch was run")
+    if per_class is None:  # the run was already complete: evaluate its final weights
+        _, _, per_class = evaluate(model, x_test, y_test, mean, std, config.eval_batch_size,
+                                   dtype=dtype)
+        log(f"{out} is already complete ({config.epochs} epochs)")
+    final = dict(metrics[-1])
+    log(f"final test accuracy: {100 * final['test_acc']:.2f}% after {final['epoch']} epochs "
+        f"(checkpoint {out / CHECKPOINT})")
+    final.update(out=str(out), checkpoint=str(out / CHECKPOINT), classes=list(data.classes),
+                 per_class_acc=[float(a) for a in per_class])
+    return final

@@ -1,0 +1,235 @@
+"""The training loop (npse.train): resume = uninterrupted, crash safety, refusals, overfitting.
+
+Everything runs on tiny CIFAR-10 files generated into tmp_path in the official binary layout,
+with a toy SE-ResNet-8, so the whole file takes seconds.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import npse.train as T
+from npse.checkpoint import load_checkpoint
+from npse.data import load_cifar10
+from npse.nn import grad_enabled
+from npse.train import TrainConfig, evaluate, train
+
+# A toy model and batch sizes small enough that an epoch of 100 images takes a fraction of a second.
+TINY = dict(model="se_resnet8", widths=(4, 8, 8), se_reduction=2, batch_size=16,
+            eval_batch_size=50)
+
+
+def write_cifar10(root, per_file=20, n_test=40, seed=0, random_labels=False):
+    """Generated CIFAR-10 binary files in ``root/cifar-10-batches-bin`` (1 label + 3072 bytes).
+
+    Images are a class template plus noise (learnable), or pure noise with random labels when
+    ``random_labels`` (only memorisable). ``per_file``: an int, or five ints for the five files.
+    """
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, (10, 3072))
+
+    def write(name, n):
+        y = rng.integers(0, 10, n)
+        if random_labels:
+            x = rng.integers(0, 256, (n, 3072))
+        else:
+            x = templates[y] // 2 + rng.integers(0, 128, (n, 3072))
+        np.concatenate([y[:, None], x], axis=1).astype(np.uint8).tofile(folder / name)
+
+    counts = [per_file] * 5 if isinstance(per_file, int) else list(per_file)
+    for i, n in enumerate(counts, start=1):
+        write(f"data_batch_{i}.bin", n)
+    write("test_batch.bin", n_test)
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return write_cifar10(tmp_path / "data")
+
+
+def tiny(tmp_path, data_dir, name="run", **kw):
+    args = dict(TINY, epochs=2, out=str(tmp_path / name), data_dir=str(data_dir),
+                download=False, quiet=True)
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def without_timing(metrics):
+    return [{k: v for k, v in m.items() if k not in ("seconds", "images_per_s")}
+            for m in metrics]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_metrics_file_has_one_line_per_epoch(tmp_path, data_dir):
+    final = train(tiny(tmp_path, data_dir), log=None)
+    lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [m["epoch"] for m in lines] == [1, 2]
+    for m in lines:
+        assert set(m) == set(T.METRIC_KEYS)
+        assert all(isinstance(m[k], (int, float)) and math.isfinite(m[k]) for k in m)
+        assert 0 <= m["train_acc"] <= 1 and 0 <= m["test_acc"] <= 1
+    assert final["test_acc"] == lines[-1]["test_acc"]
+    assert len(final["per_class_acc"]) == 10 and len(final["classes"]) == 10
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert meta["epoch"] == 2 and meta["iteration"] == 2 * 7  # 100 images / 16 = 7 batches
+    assert meta["metrics"] == lines
+    assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
+    assert meta["model_config"]["widths"] == [4, 8, 8]
+
+
+def test_resume_equals_uninterrupted(tmp_path, data_dir, monkeypatch):
+    """Interrupt in the middle of epoch 2, resume, and match the uninterrupted run bit for bit."""
+    train(tiny(tmp_path, data_dir, "straight"), log=None)
+
+    real = T.iterate_batches
+
+    def interrupting(*args, **kw):
+        for i, batch in enumerate(real(*args, **kw)):
+            if kw.get("epoch") == 1 and i == 3:  # Ctrl-C during the fourth batch of epoch 2
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(T, "iterate_batches", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, data_dir, "resumed"), log=None)
+    monkeypatch.setattr(T, "iterate_batches", real)
+    resumed = tmp_path / "resumed"
+    _, meta = load_checkpoint(resumed / "checkpoint.npz")
+    assert meta["epoch"] == 1
+    # Simulate a crash between checkpoint and metrics line: a stale, doubled line on disk.
+    (resumed / "metrics.jsonl").write_text((resumed / "metrics.jsonl").read_text() * 2)
+
+    train(tiny(tmp_path, data_dir, "resumed", resume=True), log=None)
+
+    a = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    b = read_jsonl(resumed / "metrics.jsonl")
+    assert without_timing(a) == without_timing(b)  # floats compared with ==
+    arrays_a, meta_a = load_checkpoint(tmp_path / "straight" / "checkpoint.npz")
+    arrays_b, meta_b = load_checkpoint(resumed / "checkpoint.npz")
+    assert sorted(arrays_a) == sorted(arrays_b)
+    assert any(k.startswith("optim.momentum_buffer.") for k in arrays_a)
+    for key in arrays_a:
+        np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=key)
+    assert meta_a["iteration"] == meta_b["iteration"]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, data_dir):
+    train(tiny(tmp_path, data_dir, epochs=1), log=None)
+    with pytest.raises(ValueError, match="lr=0.5"):
+        train(tiny(tmp_path, data_dir, epochs=1, lr=0.5, resume=True), log=None)
+    with pytest.raises(ValueError, match="lr=0.5"):
+        T.resume_config(tmp_path / "run", lr=0.5)
+    config = T.resume_config(tmp_path / "run", backend="numpy", quiet=True)
+    assert config.resume and config.lr == 0.1 and config.widths == (4, 8, 8)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        T.resume_config(tmp_path / "elsewhere")
+
+
+def test_existing_run_is_refused_and_left_intact(tmp_path, data_dir):
+    train(tiny(tmp_path, data_dir, epochs=1), log=None)
+    out = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny(tmp_path, data_dir, epochs=1), log=None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_overwrite_removes_only_npse_files(tmp_path, data_dir):
+    train(tiny(tmp_path, data_dir, epochs=1), log=None)
+    out = tmp_path / "run"
+    (out / "notes.txt").write_text("mine")
+    (out / "metrics.jsonl").write_text('{"junk": 1}\n' * 5)
+    train(tiny(tmp_path, data_dir, epochs=1, overwrite=True), log=None)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert len(read_jsonl(out / "metrics.jsonl")) == 1
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir,
+                                                                  monkeypatch):
+    class BreaksInEpoch2(T.CrossEntropyLoss):
+        calls = 0
+
+        def forward(self, logits, targets):
+            loss = super().forward(logits, targets)
+            if not grad_enabled():  # evaluation, not a training step
+                return loss
+            BreaksInEpoch2.calls += 1
+            return float("nan") if BreaksInEpoch2.calls == 7 + 3 else loss
+
+    monkeypatch.setattr(T, "CrossEntropyLoss", BreaksInEpoch2)
+    with pytest.raises(T.NonFiniteLossError, match=r"epoch 2, iteration 3/7"):
+        train(tiny(tmp_path, data_dir), log=None)
+    out = tmp_path / "run"
+    _, meta = load_checkpoint(out / "checkpoint.npz")
+    assert meta["epoch"] == 1
+    assert len(read_jsonl(out / "metrics.jsonl")) == 1
+
+
+def test_huge_learning_rate_is_caught(tmp_path, data_dir):
+    with pytest.raises(T.NonFiniteLossError, match="became"):
+        train(tiny(tmp_path, data_dir, lr=1e12, epochs=3, schedule="constant"), log=None)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(epochs=0), "epochs"),
+    (dict(batch_size=-1), "batch_size"),
+    (dict(train_subset=0), "train_subset"),
+    (dict(lr=float("nan")), "lr"),
+    (dict(schedule="linear"), "schedule"),
+    (dict(dataset="mnist"), "dataset"),
+    (dict(warmup_epochs=5), "warmup_epochs"),
+    (dict(momentum=0.0), "Nesterov"),
+    (dict(widths=(4, 0, 8)), "widths"),
+    (dict(resume=True, overwrite=True), "exclude"),
+])
+def test_bad_configurations_are_refused_before_anything_is_written(tmp_path, data_dir, change,
+                                                                    message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny(tmp_path, data_dir, **change), log=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_model_and_missing_data_write_nothing(tmp_path, data_dir):
+    with pytest.raises(ValueError, match="unknown model"):
+        train(tiny(tmp_path, data_dir, model="vgg11"), log=None)
+    with pytest.raises(FileNotFoundError, match="CIFAR data not found"):
+        train(tiny(tmp_path, tmp_path / "empty"), log=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_per_class_and_mode(tmp_path, data_dir):
+    from npse.models import build_model
+
+    model = build_model("resnet8", widths=(4, 8, 8))
+    data = load_cifar10(data_dir, download=False)
+    x, y = data.x_test[data.y_test != 3], data.y_test[data.y_test != 3]  # no class 3
+    model.train()
+    loss, acc, per_class = evaluate(model, x, y, (0.5,) * 3, (0.25,) * 3, batch_size=7)
+    assert model.training  # restored
+    assert math.isfinite(loss) and 0 <= acc <= 1
+    assert per_class.shape == (10,) and np.isnan(per_class[3])
+    present = ~np.isnan(per_class)
+    counts = np.bincount(y, minlength=10)[present]
+    assert np.isclose((per_class[present] * counts).sum() / counts.sum(), acc)
+    # The batch size does not change the answer beyond rounding.
+    loss2, acc2, _ = evaluate(model, x, y, (0.5,) * 3, (0.25,) * 3, batch_size=500)
+    assert acc2 == acc and np.isclose(loss2, loss, rtol=1e-5)
+
+
+def test_overfits_256_random_images(tmp_path):
+    """256 noise images with random labels can only be memorised: the loop must get there."""
+    data = write_cifar10(tmp_path / "noise", per_file=(52, 51, 51, 51, 51), n_test=20,
+                         random_labels=True)
+    config = TrainConfig(out=str(tmp_path / "run"), model="se_resnet8", widths=(8, 16, 16),
+                         se_reduction=4, epochs=25, batch_size=16, lr=0.2, weight_decay=0.0,
+                         warmup_epochs=0, augment=False, data_dir=str(data), download=False,
+                         quiet=True)
+    final = train(config, log=None)
+    assert final["train_acc"] >= 0.95, final
