@@ -74,3 +74,11 @@ def test_se_block_errors():
         nn.SEBlock(8)(np.zeros((1, 4, 2, 2), np.float32))
     with pytest.raises(ValueError, match=r"SEBlock: reduction must be a positive int, got 0"):
         nn.SEBlock(8, reduction=0)
+
+
+@given(n=batch, c=st.integers(1, 6), h=st.integers(1, 5), w=st.integers(1, 5), seed=seeds)
+def test_spatial_dot_equals_the_plain_sum(n, c, h, w, seed):
+    from npse.nn.se_block import spatial_dot
+    rng = np.random.default_rng(seed)
+    a, b = normal(rng, (n, c, h, w)), normal(rng, (n, c, h, w))
+    np.testing.assert_allclose(spatial_dot(a, b), (a * b).sum(axis=(2, 3)), rtol=1e-10, atol=1e-12)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from .module import Module, Parameter, check_array
+from .se_block import spatial_dot
 
 
 def _per_channel(v):
@@ -37,13 +38,10 @@ def channel_sum(a):
 def channel_dot(a, b):
     """sum of a * b (both (N, C, H, W)) over N, H and W -> (C,), without the product array.
 
-    A row-by-row dot product over (N*C, H*W); same value as ``(a * b).sum(axis=(0, 2, 3))``.
+    A row-by-row dot product over (N*C, H*W) (:func:`~npse.nn.se_block.spatial_dot`), then a sum
+    over N; same value as ``(a * b).sum(axis=(0, 2, 3))``.
     """
-    xp = get_array_module(a, b)
-    n, c, h, w = a.shape
-    a2, b2 = a.reshape(n * c, h * w), b.reshape(n * c, h * w)
-    rows = xp.vecdot(a2, b2) if hasattr(xp, "vecdot") else xp.einsum("ij,ij->i", a2, b2)
-    return rows.reshape(n, c).sum(axis=0)
+    return spatial_dot(a, b).sum(axis=0)
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,

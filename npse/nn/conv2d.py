@@ -36,7 +36,11 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None):
     o, c, kh, kw = weight.shape
     oh, ow = check_window("Conv2d", x.shape, (kh, kw), stride, padding)
     cols = im2col(x, (kh, kw), stride, padding, workspace)           # (C*KH*KW, N*OH*OW)
-    y2 = weight.reshape(o, -1) @ cols                                 # (O, N*OH*OW)
+    if workspace is None:
+        y2 = weight.reshape(o, -1) @ cols                             # (O, N*OH*OW)
+    else:                                                             # same product, kept buffer
+        y2 = xp.matmul(weight.reshape(o, -1), cols,
+                       out=workspace.get("conv.y2", (o, cols.shape[1]), x.dtype, x))
     y = xp.empty((n, o, oh, ow), dtype=x.dtype)
     y4 = y2.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
     if bias is None:
@@ -83,7 +87,8 @@ def conv2d_input_grad_by_convolution(dy, weight, x_shape, padding):
     flipped = xp.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
     pad = (kh - 1 - padding[0], kw - 1 - padding[1])
     dy_cols = im2col(dy, (kh, kw), (1, 1), pad, _backward_workspace)  # (O*KH*KW, N*H*W)
-    dx2 = flipped @ dy_cols                                           # (C, N*H*W)
+    dx2 = xp.matmul(flipped, dy_cols,                                 # (C, N*H*W)
+                    out=_backward_workspace.get("conv.dx2", (c, dy_cols.shape[1]), dy.dtype, dy))
     dx = xp.empty((n, c, h, w), dtype=dy.dtype)
     dx[...] = dx2.reshape(c, n, h, w).transpose(1, 0, 2, 3)
     return dx

@@ -16,6 +16,7 @@ The second term, the gradient through the squeeze, is the one that is easy to fo
 """
 from __future__ import annotations
 
+from ..backend import get_array_module
 from . import activations, linear, pooling
 from .linear import Linear
 from .module import Module, check_array
@@ -35,6 +36,16 @@ def _choice(layer, name, value, options):
     if value not in options:
         raise ValueError(f"{layer}: {name} must be one of {sorted(options)}, got {value!r}")
     return options[value]
+
+
+def spatial_dot(a, b):
+    """sum over H and W of a * b, both (N, C, H, W) -> (N, C), without making the product array:
+    one dot product per (n, c) row of the (N*C, H*W) views.  Equals ``(a * b).sum(axis=(2, 3))``."""
+    xp = get_array_module(a, b)
+    n, c, h, w = a.shape
+    a2, b2 = a.reshape(n * c, h * w), b.reshape(n * c, h * w)
+    rows = xp.vecdot(a2, b2) if hasattr(xp, "vecdot") else xp.einsum("ij,ij->i", a2, b2)
+    return rows.reshape(n, c)
 
 
 def se_block_forward(x, w1, b1, w2, b2, squeeze="avg", excitation="sigmoid"):
@@ -57,7 +68,7 @@ def se_block_backward(dy, cache):
     x, s = cache["x"], cache["gate"]
     _, squeeze_bwd = SQUEEZES[cache["squeeze"]]
     _, gate_bwd = GATES[cache["excitation"]]
-    ds = (dy * x).sum(axis=(2, 3))                                    # (N, C)
+    ds = spatial_dot(dy, x)                                           # (N, C)
     du = gate_bwd(ds, cache["gate_cache"])
     dr, dw2, db2 = linear.linear_backward(du, cache["fc2_cache"])
     da = activations.relu_backward(dr, cache["relu_mask"])
