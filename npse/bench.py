@@ -46,7 +46,7 @@ def _sync(xp):
         xp.cuda.Device().synchronize()
 
 
-def _median_time(fn, repeats, xp, warmup=1):
+def _median_time(fn, repeats, xp, warmup=2):
     for _ in range(warmup):
         fn()
     _sync(xp)

@@ -115,3 +115,20 @@ def test_channel_sum_equals_the_plain_sum(n, c, h, w, seed):
     from npse.nn.batchnorm2d import channel_sum
     a = normal(np.random.default_rng(seed), (n, c, h, w))
     np.testing.assert_allclose(channel_sum(a), a.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm2d_eval_without_grad_equals_eval_with_grad():
+    """The folded affine map used under no_grad gives the same output as the cached path."""
+    rng = np.random.default_rng(5)
+    bn = nn.BatchNorm2d(3, dtype="float64")
+    bn.running_mean[...] = normal(rng, (3,))
+    bn.running_var[...] = rng.uniform(0.5, 2, 3)
+    bn.weight.data[...] = normal(rng, (3,))
+    bn.eval()
+    x = normal(rng, (2, 3, 4, 5))
+    y = bn(x)
+    with nn.no_grad():
+        np.testing.assert_allclose(bn(x), y, rtol=1e-12, atol=1e-12)
+    relu = nn.ReLU(dtype="float64")
+    with nn.no_grad():
+        np.testing.assert_array_equal(relu(x), np.maximum(x, 0))

@@ -14,7 +14,7 @@ evaluation: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta, an 
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .module import Module, Parameter, check_array
+from .module import Module, Parameter, check_array, grad_enabled
 from .se_block import spatial_dot
 
 
@@ -65,6 +65,14 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
         running_mean += momentum * (mean - running_mean)
         running_var += momentum * (var * (m / (m - 1)) - running_var)
     else:
+        inv_std = 1.0 / xp.sqrt(running_var + eps)
+        if not grad_enabled():
+            # Evaluation without backward: y = x * a + b with the per-channel numbers folded
+            # (a = gamma * inv_std, b = beta - running_mean * a): two passes instead of three.
+            a = gamma * inv_std
+            y = x * _per_channel(a)
+            y += _per_channel(beta - running_mean * a)
+            return y, None
         centred = x - _per_channel(running_mean)
         var = running_var
     inv_std = 1.0 / xp.sqrt(var + eps)
