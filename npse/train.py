@@ -287,6 +287,12 @@ def resume_config(out, **given) -> TrainConfig:
             f"from the checkpoint: drop these options, or start a new run (another --out, or "
             f"--overwrite)")
     config = TrainConfig.from_dict(saved)
+    # Run-time options not given again keep the run's own values: its data directory, and its
+    # evaluation batch size (another one would change the last bits of the test metrics).
+    if meta.get("data_dir") is not None:
+        config.data_dir = meta["data_dir"]
+    if meta.get("eval_batch_size") is not None:
+        config.eval_batch_size = int(meta["eval_batch_size"])
     for k, v in given.items():
         if k in RUNTIME_FIELDS:
             setattr(config, k, v)
@@ -518,6 +524,7 @@ def _train(config: TrainConfig, out: Path, log) -> dict:
             "classes": list(data.classes), "metrics": metrics,
             "data": {"n_train": len(y_train), "n_test": len(y_test)},
             "data_dir": None if config.data_dir is None else str(config.data_dir),
+            "eval_batch_size": config.eval_batch_size,
         })
         with open(out / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

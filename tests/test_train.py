@@ -132,6 +132,15 @@ def test_resume_refuses_a_different_configuration(tmp_path, data_dir):
         T.resume_config(tmp_path / "elsewhere")
 
 
+def test_resume_keeps_the_runs_data_dir_and_eval_batch_size(tmp_path, data_dir):
+    """Run-time options not given again come from the run, not from the defaults."""
+    train(tiny(tmp_path, data_dir, epochs=1, eval_batch_size=7), log=None)
+    config = T.resume_config(tmp_path / "run")
+    assert config.data_dir == str(data_dir) and config.eval_batch_size == 7
+    config = T.resume_config(tmp_path / "run", eval_batch_size=9)
+    assert config.eval_batch_size == 9
+
+
 def test_existing_run_is_refused_and_left_intact(tmp_path, data_dir):
     train(tiny(tmp_path, data_dir, epochs=1), log=None)
     out = tmp_path / "run"
