@@ -219,7 +219,7 @@ def _add_evaluate(sub):
                    help="fail if the data are missing instead of downloading them")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array backend (default: numpy)")
-    p.add_argument("--batch-size", type=_positive_int, default=500, help="default: 500")
+    p.add_argument("--batch-size", type=_positive_int, default=250, help="default: 250")
     p.set_defaults(func=_run_evaluate)
 
 

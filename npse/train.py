@@ -67,7 +67,7 @@ class TrainConfig:
     dataset: str = "cifar10"
     epochs: int = 3
     batch_size: int = 128
-    eval_batch_size: int = 500
+    eval_batch_size: int = 250
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
@@ -302,7 +302,7 @@ def resume_config(out, **given) -> TrainConfig:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def evaluate(model, x, y, mean, std, batch_size=500, dtype=None):
+def evaluate(model, x, y, mean, std, batch_size=250, dtype=None):
     """Loss, accuracy and per-class accuracy of ``model`` on uint8 images ``x`` (N, 3, H, W).
 
     Runs under :func:`npse.nn.no_grad` in eval mode (BatchNorm uses its running statistics); the

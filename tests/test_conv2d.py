@@ -141,3 +141,19 @@ def test_workspace_buffers_do_not_leak_into_outputs():
     y1_copy = y1.copy()
     conv(x2)
     assert (y1 == y1_copy).all()
+
+
+def test_workspaces_stay_bounded():
+    """Batches of changing size replace a layer's buffers instead of piling them up, and
+    evaluation under no_grad uses the shared buffers, not the layer's own."""
+    conv = nn.Conv2d(2, 3, 3, padding=1, rng=0)
+    rng = np.random.default_rng(0)
+    for n in (4, 3, 5, 4):
+        y = conv(rng.standard_normal((n, 2, 6, 6)).astype(np.float32))
+        conv.backward(np.ones_like(y))
+    # float32 cols (18, 4*36) + padded input (4, 2, 8, 8) + product (3, 4*36), all for n = 4
+    assert conv.workspace.nbytes() == 4 * (18 * 4 * 36 + 4 * 2 * 8 * 8 + 3 * 4 * 36)
+    before = conv.workspace.nbytes()
+    with nn.no_grad():
+        conv(rng.standard_normal((50, 2, 6, 6)).astype(np.float32))
+    assert conv.workspace.nbytes() == before

@@ -16,12 +16,14 @@ from __future__ import annotations
 from ..backend import get_array_module
 from . import init
 from .im2col import check_window, col2im, im2col, pair
-from .module import Module, Parameter, check_array
+from .module import Module, Parameter, check_array, grad_enabled
 from .workspace import Workspace
 
-# Scratch buffers for backward passes: they live only while one layer's backward runs, so all
-# layers can share them (one buffer per distinct shape).
-_backward_workspace = Workspace()
+# Scratch buffers that live only while one layer runs can be shared by all layers: the backward
+# passes' buffers, and the forward passes' under no_grad (nothing is kept for a backward then).
+# A few shapes per name: one per stage of a ResNet.
+_backward_workspace = Workspace(shapes_per_name=4)
+_no_grad_workspace = Workspace(shapes_per_name=4)
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None):
@@ -129,8 +131,9 @@ class Conv2d(Module):
 
     def forward(self, x):
         self._check_input(x, 4, self.in_channels)
+        workspace = self.workspace if grad_enabled() else _no_grad_workspace
         y, cache = conv2d_forward(x, self.weight.data, self.bias.data if self.bias else None,
-                                  self.stride, self.padding, self.workspace)
+                                  self.stride, self.padding, workspace)
         self._save(cache)
         return y
 

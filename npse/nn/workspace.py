@@ -5,6 +5,10 @@ page faults), and a training step would allocate the same big im2col matrices ag
 A ``Workspace`` hands out the same array each time it is asked for the same (name, shape, dtype).
 Only *internal* temporaries live here: an array returned to the caller must never be a
 workspace buffer, since the next call would overwrite it.
+
+Memory stays bounded: a workspace keeps at most ``shapes_per_name`` arrays under one name (the
+ones used most recently), so a last, smaller batch or an evaluation at another batch size
+replaces buffers instead of piling up new ones.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from ..backend import get_array_module
 
 
 class Workspace:
-    def __init__(self):
+    def __init__(self, shapes_per_name: int = 1):
+        self.shapes_per_name = shapes_per_name
         self._arrays = {}
 
     def get(self, name, shape, dtype, like, zeros=False):
@@ -23,12 +28,20 @@ class Workspace:
         ever written.
         """
         xp = get_array_module(like)
-        key = (name, tuple(shape), str(dtype), xp.__name__)
-        a = self._arrays.get(key)
-        if a is None:
-            a = xp.zeros(shape, dtype=dtype) if zeros else xp.empty(shape, dtype=dtype)
-            self._arrays[key] = a
+        shape = tuple(shape)
+        kept = self._arrays.setdefault((name, str(dtype), xp.__name__), [])
+        for i, a in enumerate(kept):
+            if a.shape == shape:
+                kept.append(kept.pop(i))         # most recently used last
+                return a
+        a = xp.zeros(shape, dtype=dtype) if zeros else xp.empty(shape, dtype=dtype)
+        kept.append(a)
+        if len(kept) > self.shapes_per_name:
+            kept.pop(0)
         return a
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for kept in self._arrays.values() for a in kept)
 
     def clear(self):
         self._arrays.clear()
