@@ -137,21 +137,12 @@ def _peak_step_memory(name, batch):
         tracemalloc.stop()
 
 
-def _leaf_modules(model):
-    """Modules without children, plus SE blocks (timed whole: their children are two small fcs)."""
-    from .models import SEBlockNoSqueeze
-    from .nn import SEBlock
-    se = [name for name, m in model.named_modules() if isinstance(m, (SEBlock, SEBlockNoSqueeze))]
-    inside_se = tuple(f"{name}." for name in se)
-    return [(name, m) for name, m in model.named_modules()
-            if name and (name in se or (not m._modules and not name.startswith(inside_se)))]
-
-
 def layer_times(setup, repeats=3):
     """[(name, type, input shape, forward ms, backward ms)] for every leaf module, each timed alone
     on the input it receives inside the network."""
     inputs = {}
-    leaves = _leaf_modules(setup.model)
+    from .models.summary import leaf_modules
+    leaves = [(n, m) for n, m in leaf_modules(setup.model) if n]
     for name, m in leaves:
         original = m.forward
 

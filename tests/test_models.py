@@ -67,7 +67,7 @@ def test_forward_shapes_config_round_trip_and_summary():
     x = np.zeros((2, 3, 32, 32), np.float32)
     assert model(x).shape == (2, 10) and model(x).dtype == np.float32
     text = models.summary(model)
-    assert "total parameters: 272,095" in text and "layer3.2.se.fc2" in text
+    assert "total parameters: 272,095" in text and "layer3.2.se " in text and "40,553,056" in text
     c100 = models.se_resnet20(num_classes=100)
     assert c100(x).shape == (2, 100)
 

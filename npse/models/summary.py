@@ -7,17 +7,40 @@ from .. import backend
 from ..nn import Conv2d, Linear, Module, no_grad
 
 
-def _leaves(model):
-    return [(name, m) for name, m in model.named_modules() if not m._modules]
+def leaf_modules(model):
+    """``[(name, module)]``: modules without children, plus SE blocks taken whole (their forward
+    calls the functions of their fc layers directly, not the fc modules)."""
+    from ..nn import SEBlock
+    from .resnet import SEBlockNoSqueeze
+    se = [name for name, m in model.named_modules() if isinstance(m, (SEBlock, SEBlockNoSqueeze))]
+    inside_se = tuple(f"{name}." for name in se)
+    return [(name, m) for name, m in model.named_modules()
+            if name in se or (not m._modules and not (inside_se and name.startswith(inside_se)))]
+
+
+def _multiply_adds(m, shape):
+    """Multiply-adds per image of a Conv2d, Linear or SE block whose output has ``shape``."""
+    from ..nn import SEBlock
+    from .resnet import SEBlockNoSqueeze
+    if isinstance(m, Conv2d):
+        return int(numpy.prod(shape[1:])) * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+    if isinstance(m, Linear):
+        return m.in_features * m.out_features * int(numpy.prod(shape[1:-1] or (1,)))
+    if isinstance(m, SEBlock):
+        return 2 * m.channels * m.hidden
+    if isinstance(m, SEBlockNoSqueeze):
+        return 2 * m.channels * m.hidden * int(numpy.prod(shape[2:]))
+    return 0
 
 
 def summary(model: Module, input_shape=(1, 3, 32, 32)) -> str:
     """Run one forward pass on zeros of ``input_shape`` and tabulate every leaf module.
 
-    Multiply-adds count the convolutions and Linear layers (per image), the usual convention.
+    Multiply-adds count the convolutions, Linear layers and SE blocks (per image), the usual
+    convention; element-wise work is not counted.
     """
     rows, records = [], {}
-    leaves = _leaves(model)
+    leaves = leaf_modules(model)
     originals = {}
     for name, m in leaves:
         originals[name] = m.forward
@@ -40,12 +63,8 @@ def summary(model: Module, input_shape=(1, 3, 32, 32)) -> str:
     total_params = total_madds = 0
     for name, m in leaves:
         shape = records.get(name)
-        params = sum(int(p.data.size) for p in m._parameters.values() if p is not None)
-        madds = 0
-        if shape is not None and isinstance(m, Conv2d):
-            madds = int(numpy.prod(shape[1:])) * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-        elif shape is not None and isinstance(m, Linear):
-            madds = m.in_features * m.out_features * int(numpy.prod(shape[1:-1] or (1,)))
+        params = sum(int(p.data.size) for p in m.parameters())
+        madds = 0 if shape is None else _multiply_adds(m, shape)
         total_params += params
         total_madds += madds
         rows.append((name, type(m).__name__, "x".join(map(str, shape[1:])) if shape else "-", params, madds))

@@ -1,0 +1,18 @@
+"""`npse bench` runs end to end on a tiny setting and prints every section (no timing asserted)."""
+from npse.cli import main
+
+
+def test_bench_prints_its_tables(capsys):
+    status = main(["bench", "--models", "se_resnet8", "--batch-sizes", "4,8", "--repeats", "1",
+                   "--no-torch"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "train img/s" in out and "peak MB" in out
+    assert "se_resnet8         4" in out and "se_resnet8         8" in out
+    assert "per layer, se_resnet8" in out and "layer1.0.se" in out and "layer1.0.conv1" in out
+    assert "profile of one training step" in out and "Python overhead" in out
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    assert main(["bench", "--models", "resnet21", "--no-torch"]) == 1
+    assert "unknown model 'resnet21'" in capsys.readouterr().err
