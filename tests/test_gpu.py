@@ -1,0 +1,56 @@
+"""NumPy against CuPy: the same network, seed and batch give the same numbers on both backends.
+
+Skipped where CuPy or a GPU is absent (CI has neither). The layer tests of every other file also
+run on CuPy there, through the ``backend_name`` fixture.
+"""
+import numpy as np
+import pytest
+
+from npse import backend, models, nn
+from npse.gradcheck import relative_error
+from npse.optim import SGD
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not backend.cupy_available(), reason="CuPy with a GPU is not available")]
+
+
+def _step(model, x, y):
+    loss_fn = nn.CrossEntropyLoss()
+    opt = SGD(model.named_parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model.zero_grad()
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    dx = model.backward(loss_fn.backward())
+    grads = {name: backend.to_host(p.grad).copy() for name, p in model.named_parameters()}
+    opt.step()
+    return backend.to_host(logits), loss, backend.to_host(dx), grads
+
+
+@pytest.mark.parametrize("name", ["se_resnet20", "resnet20"])
+def test_numpy_and_cupy_agree_on_a_training_step(name):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, 8)
+    on_cpu = models.build_model(name, seed=3)
+    on_gpu = models.build_model(name, seed=3).to("cupy")     # same seed: same initial weights
+    cpu = _step(on_cpu, x, y)
+    gpu = _step(on_gpu, backend.to_device(x, "cupy"), backend.to_device(y, "cupy"))
+    assert relative_error(gpu[0], cpu[0]) <= 1e-5                 # logits
+    assert gpu[1] == pytest.approx(cpu[1], rel=1e-5)               # loss
+    assert relative_error(gpu[2], cpu[2]) <= 1e-4                  # dL/dx, through 20 layers
+    for key in cpu[3]:
+        assert relative_error(gpu[3][key], cpu[3][key]) <= 1e-4, key
+    for (k, a), b in zip(on_cpu.state_dict().items(), on_gpu.state_dict().values()):
+        assert relative_error(backend.to_host(b), a) <= 1e-5, k   # weights and BN statistics after SGD
+
+
+def test_evaluation_agrees_and_stays_on_the_gpu():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
+    on_cpu = models.se_resnet20(seed=5).eval()
+    on_gpu = models.se_resnet20(seed=5).to("cupy").eval()
+    with nn.no_grad():
+        a = on_cpu(x)
+        b = on_gpu(backend.to_device(x, "cupy"))
+    assert backend.backend_of(b) == "cupy"
+    assert relative_error(backend.to_host(b), a) <= 1e-5
