@@ -16,7 +16,9 @@ def test_activation_gradients(backend_name, shape, seed, name):
     with UseBackend(backend_name):
         rng = np.random.default_rng(seed)
         layer = getattr(nn, name)(dtype="float64")
-        x = to_backend(away_from_zero(rng, shape) * 3, backend_name)
+        # |x| <= 4: deep in saturation tanh'(x) ~ 1e-6 is far below the rounding of tanh(x)
+        # itself, so a difference quotient there measures rounding (saturation is tested below).
+        x = to_backend(np.clip(away_from_zero(rng, shape) * 2, -4, 4), backend_name)
         result = gradcheck(layer, x, seed=seed)
         assert not result.crossed_kink
         assert result.max_error <= TOL, result.errors
