@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from . import activations, linear, pooling
+from .init import as_rng
 from .linear import Linear
 from .module import Module, check_array
 
@@ -99,7 +100,6 @@ class SEBlock(Module):
         self.channels, self.reduction = channels, reduction
         self.hidden = max(1, channels // reduction)
         self.squeeze, self.excitation = squeeze, excitation
-        from .init import as_rng
         rng = as_rng(rng)
         self.fc1 = Linear(channels, self.hidden, bias=bias, dtype=self.dtype, rng=rng)
         self.fc2 = Linear(self.hidden, channels, bias=bias, dtype=self.dtype, rng=rng)
