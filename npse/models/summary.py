@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy
 
 from .. import backend
-from ..nn import Conv2d, Linear, Module, no_grad
+from ..nn import Conv2d, Linear, Module, SEBlock, no_grad
+from .resnet import SEBlockNoSqueeze
 
 
 def leaf_modules(model):
     """``[(name, module)]``: modules without children, plus SE blocks taken whole (their forward
     calls the functions of their fc layers directly, not the fc modules)."""
-    from ..nn import SEBlock
-    from .resnet import SEBlockNoSqueeze
     se = [name for name, m in model.named_modules() if isinstance(m, (SEBlock, SEBlockNoSqueeze))]
     inside_se = tuple(f"{name}." for name in se)
     return [(name, m) for name, m in model.named_modules()
@@ -20,8 +19,6 @@ def leaf_modules(model):
 
 def _multiply_adds(m, shape):
     """Multiply-adds per image of a Conv2d, Linear or SE block whose output has ``shape``."""
-    from ..nn import SEBlock
-    from .resnet import SEBlockNoSqueeze
     if isinstance(m, Conv2d):
         return int(numpy.prod(shape[1:])) * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
     if isinstance(m, Linear):

@@ -65,7 +65,9 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
         running_mean += momentum * (mean - running_mean)
         running_var += momentum * (var * (m / (m - 1)) - running_var)
     else:
-        inv_std = 1.0 / xp.sqrt(running_var + eps)
+        var = running_var
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    if not training:
         if not grad_enabled():
             # Evaluation without backward: y = x * a + b with the per-channel numbers folded
             # (a = gamma * inv_std, b = beta - running_mean * a): two passes instead of three.
@@ -74,8 +76,6 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
             y += _per_channel(beta - running_mean * a)
             return y, None
         centred = x - _per_channel(running_mean)
-        var = running_var
-    inv_std = 1.0 / xp.sqrt(var + eps)
     y = centred * _per_channel(gamma * inv_std)               # = gamma * xhat
     y += _per_channel(beta)
     return y, (centred, gamma, inv_std, training)
