@@ -126,7 +126,23 @@ def _torch_times(config, batch, repeats, device):
 
 
 def _peak_step_memory(name, batch):
-    """Peak bytes that NumPy held during model set-up plus two training steps (tracemalloc)."""
+    """Peak bytes held during model set-up plus two training steps.
+
+    NumPy: the peak that tracemalloc saw. CuPy: what its memory pool holds afterwards; the pool
+    keeps every block it once needed, so this is the peak (plus rounding of block sizes).
+    """
+    xp = backend.module()
+    if xp.__name__.startswith("cupy"):
+        pool = xp.get_default_memory_pool()
+        pool.free_all_blocks()
+        setup = _Setup(name, batch)
+        setup.train_step()
+        setup.train_step()
+        _sync(xp)
+        held = pool.total_bytes()
+        del setup
+        pool.free_all_blocks()
+        return held
     tracemalloc.start()
     try:
         setup = _Setup(name, batch)
@@ -223,6 +239,23 @@ def profile_step(setup, steps=2):
     return total, spent
 
 
+def host_and_device_time(setup, repeats=3):
+    """(host, whole) seconds per training step on the GPU: the time Python takes to issue one
+    step (the call returns before the GPU finishes), and the time until the GPU is done.
+    host close to whole means the step is launch-bound."""
+    xp = setup.xp
+    setup.train_step()
+    _sync(xp)
+    hosts, wholes = [], []
+    for _ in range(max(repeats, 3)):
+        t = time.perf_counter()
+        setup.train_step()
+        hosts.append(time.perf_counter() - t)
+        _sync(xp)
+        wholes.append(time.perf_counter() - t)
+    return statistics.median(hosts), statistics.median(wholes)
+
+
 def machine_description():
     blas = ""
     try:
@@ -230,8 +263,13 @@ def machine_description():
         blas = cfg.get("Build Dependencies", {}).get("blas", {}).get("name", "")
     except Exception:
         pass
+    gpu = ""
+    if backend.get_backend() == "cupy":
+        import cupy
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+        gpu = f", {name.decode() if isinstance(name, bytes) else name}, CuPy {cupy.__version__}"
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"NumPy {numpy.__version__}{' (' + blas + ')' if blas else ''}, backend {backend.get_backend()}")
+            f"NumPy {numpy.__version__}{' (' + blas + ')' if blas else ''}, backend {backend.get_backend()}{gpu}")
 
 
 def run(args) -> int:
@@ -299,8 +337,16 @@ def run(args) -> int:
         print(f"{'sum':<60}{sum(r[3] for r in rows):>9.1f}{sum(r[4] for r in rows):>10.1f}")
     if not args.no_profile:
         setup = _Setup(first, batch)
+        on_gpu = xp.__name__.startswith("cupy")
+        if on_gpu:
+            for b in sorted(set(batches)):
+                host, whole = host_and_device_time(_Setup(first, b), repeats)
+                print(f"\n{first}, batch {b}: the host issues a training step in {host * 1e3:.1f} ms; "
+                      f"the step takes {whole * 1e3:.1f} ms until the GPU is done"
+                      + (" (launch-bound: the GPU waits for Python)" if host > 0.8 * whole else ""))
         total, spent = profile_step(setup)
-        print(f"\nprofile of one training step, {first}, batch {batch}: {total * 1e3:.0f} ms (under cProfile)")
+        print(f"\nprofile of one training step, {first}, batch {batch}: {total * 1e3:.0f} ms (under cProfile)"
+              + ("; on the GPU these are host-side times (issuing the work), not kernel times" if on_gpu else ""))
         for cat in CATEGORIES:
             print(f"  {cat:<42}{spent[cat] * 1e3:>8.1f} ms  {100 * spent[cat] / total:>5.1f}%")
     return 0

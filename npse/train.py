@@ -54,6 +54,10 @@ METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"
 FULL_EPOCHS = 40  # the full recipe (``npse train --full``)
 
 
+#: On the GPU the training loop reads the loss back (and checks it for NaN) every this many steps.
+READ_EVERY_ON_GPU = 25
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run depends on. Defaults are the calibrated quick recipe.
@@ -322,12 +326,14 @@ def evaluate(model, x, y, mean, std, batch_size=250, dtype=None):
             for xb, yb in iterate_batches(x, y, batch_size, mean, std, shuffle=False,
                                           augment=False, dtype=dtype):
                 logits = model(xb)
-                loss_sum += loss_fn(logits, yb) * len(yb)
-                preds.append(backend.to_host(logits.argmax(axis=1)))
+                # Summed where the logits live: on the GPU, nothing is read back per batch.
+                loss_sum = loss_sum + loss_fn(logits, yb) * len(yb)
+                preds.append(logits.argmax(axis=1))
     finally:
         model.train(was_training)
     y_host = backend.to_host(y).astype(numpy.int64)
-    pred = numpy.concatenate(preds)
+    pred = numpy.concatenate([backend.to_host(p) for p in preds])
+    loss_sum = float(loss_sum)
     num_classes = int(logits.shape[1])
     hits = pred == y_host
     total = numpy.bincount(y_host, minlength=num_classes).astype(numpy.float64)
@@ -460,13 +466,24 @@ def _train(config: TrainConfig, out: Path, log) -> dict:
     if meta is not None:
         log(f"resuming {out} after epoch {start_epoch}/{config.epochs}")
 
-    loss_fn = CrossEntropyLoss()
+    num_classes = model.config["num_classes"]
+    for split, labels in (("training", y_train), ("test", y_test)):
+        if len(labels) and int(labels.max()) >= num_classes:
+            raise ValueError(f"{config.dataset} {split} labels go up to {int(labels.max())}, but "
+                             f"{config.model} has {num_classes} outputs")
+    # The labels were checked once just above, so the loss need not check each batch (on the
+    # GPU that check would read two numbers back to the host at every step).
+    loss_fn = CrossEntropyLoss(check_targets=False)
+    # Reading the loss as a Python number waits for the device. On the CPU that costs nothing, so
+    # it is read (and checked for NaN/inf) at every step; on the GPU every READ_EVERY_ON_GPU steps.
+    read_every = READ_EVERY_ON_GPU if backend.get_backend() == "cupy" else 1
     dtype = numpy.dtype(config.dtype)
     per_class = None
     for epoch in range(start_epoch, config.epochs):
         model.train()
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
+        pending_loss, pending_correct, first_pending = 0.0, 0, 0
         # disable=None: tqdm hides itself when stderr is not a terminal (no bar spam in logs).
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="it",
                    file=sys.stderr, disable=True if config.quiet else None, leave=False,
@@ -480,21 +497,29 @@ def _train(config: TrainConfig, out: Path, log) -> dict:
                 opt.lr = lr
                 logits = model(xb)
                 loss = loss_fn(logits, yb)
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"the training loss became {loss} at epoch {epoch + 1}, iteration "
-                        f"{i + 1}/{steps} (global iteration {iteration + 1}); the run stops. "
-                        f"{_kept(out, metrics)}. A smaller --lr usually helps")
+                b = len(yb)
+                # Device values until read below (sums of 0-d arrays stay on the device).
+                pending_loss = pending_loss + loss * b
+                pending_correct = pending_correct + (logits.argmax(axis=1) == yb).sum()
+                if (i + 1) % read_every == 0 or i + 1 == steps:
+                    chunk = float(pending_loss)
+                    if not math.isfinite(chunk):
+                        where = (f"iteration {i + 1}/{steps}" if first_pending == i else
+                                 f"iterations {first_pending + 1}-{i + 1} of {steps}")
+                        raise NonFiniteLossError(
+                            f"the training loss became {chunk} at epoch {epoch + 1}, {where} "
+                            f"(global iteration {iteration + 1}); the run stops. "
+                            f"{_kept(out, metrics)}. A smaller --lr usually helps")
+                    loss_sum += chunk
+                    correct += int(pending_correct)
+                    pending_loss, pending_correct, first_pending = 0.0, 0, i + 1
                 opt.zero_grad()
                 model.backward(loss_fn.backward())
                 opt.step()
                 iteration += 1
-                b = len(yb)
-                loss_sum += loss * b
-                correct += int((logits.argmax(axis=1) == yb).sum())
                 seen += b
                 bar.update(1)
-                if not bar.disable:
+                if not bar.disable and first_pending == i + 1:     # just read: show it
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
                                     img_s=f"{seen / (time.perf_counter() - started):.0f}",
                                     refresh=False)

@@ -54,3 +54,47 @@ def test_evaluation_agrees_and_stays_on_the_gpu():
         b = on_gpu(backend.to_device(x, "cupy"))
     assert backend.backend_of(b) == "cupy"
     assert relative_error(backend.to_host(b), a) <= 1e-5
+
+
+def _sgd_steps(start, grads, nesterov, fused):
+    """Three SGD steps (the first-step rule, then momentum) on CuPy parameters from ``start``."""
+    import cupy
+    ps = [nn.Parameter(cupy.asarray(a)) for a in start]
+    opt = SGD(list(enumerate(ps)), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=5e-4,
+              decay_filter=lambda name, p: p.data.ndim > 1)
+    backend.set_fused(fused)
+    try:
+        for step_grads in grads:
+            for p, g in zip(ps, step_grads):
+                p.grad[...] = cupy.asarray(g)
+            opt.step()
+    finally:
+        backend.set_fused(True)
+    return [backend.to_host(p.data) for p in ps], opt.state_dict()
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_fused_sgd_kernel_matches_the_plain_update(nesterov):
+    rng = np.random.default_rng(2)
+    shapes = [(16, 3, 3, 3), (16,), (10, 64)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    plain, plain_state = _sgd_steps(start, grads, nesterov, fused=False)
+    fused, fused_state = _sgd_steps(start, grads, nesterov, fused=True)
+    for a, b in zip(plain, fused):
+        assert relative_error(b, a) <= 1e-6
+    assert sorted(fused_state) == sorted(plain_state)
+    for key in plain_state:
+        assert relative_error(np.asarray(fused_state[key], dtype=np.float64),
+                              np.asarray(plain_state[key], dtype=np.float64)) <= 1e-6, key
+
+
+def test_a_short_training_run_on_cupy_matches_numpy(tmp_path):
+    from test_train import tiny, write_cifar10
+    from npse.train import train
+    data = write_cifar10(tmp_path / "data")
+    cpu = train(tiny(tmp_path, data, "cpu"), log=None)
+    gpu = train(tiny(tmp_path, data, "gpu", backend="cupy"), log=None)
+    for key in ("train_loss", "test_loss"):
+        assert gpu[key] == pytest.approx(cpu[key], rel=1e-3), key
+    assert abs(gpu["test_acc"] - cpu["test_acc"]) <= 0.05

@@ -15,7 +15,12 @@ from .module import check_array
 
 
 def cross_entropy_forward(logits, targets):
-    """logits (N, K), targets (N,) integers in [0, K) -> mean loss (a Python float), cache."""
+    """logits (N, K), targets (N,) integers in [0, K) -> (mean loss, cache).
+
+    The loss is a 0-d value on the logits' backend (a NumPy scalar on the CPU, a 0-d CuPy array
+    on the GPU): ``float(loss)`` reads it. On the GPU that read waits for the device to finish,
+    so a training loop should read it only now and then, not after every step.
+    """
     xp = get_array_module(logits, targets)
     n, k = logits.shape
     rows = xp.arange(n)
@@ -28,7 +33,7 @@ def cross_entropy_forward(logits, targets):
     log_sum = xp.log1p(others.sum(axis=1, keepdims=True))
     log_p = shifted - log_sum                                          # log-softmax, (N, K)
     loss = -log_p[rows, targets].mean()
-    return float(loss), (log_p, targets)
+    return loss, (log_p, targets)
 
 
 def cross_entropy_backward(cache):
@@ -47,10 +52,17 @@ def cross_entropy_backward(cache):
 class CrossEntropyLoss:
     """``loss = loss_fn(logits, targets)``; ``dlogits = loss_fn.backward()``.
 
-    logits (N, K) float, targets (N,) integer class indices. The loss is the mean over the batch.
+    logits (N, K) float, targets (N,) integer class indices. The loss is the mean over the batch,
+    a 0-d value on the logits' backend (see :func:`cross_entropy_forward`).
+
+    ``check_targets`` (default True): check that every target lies in [0, K). Host (NumPy)
+    targets are always checked; device (CuPy) targets only when this is True, because the check
+    reads two numbers back to the host, which stalls the GPU. A training loop that checked its
+    labels once when it loaded them passes ``check_targets=False``.
     """
 
-    def __init__(self):
+    def __init__(self, check_targets: bool = True):
+        self.check_targets = bool(check_targets)
         self._cache = None
 
     def __call__(self, logits, targets):
@@ -65,7 +77,9 @@ class CrossEntropyLoss:
             raise ValueError(f"CrossEntropyLoss: targets must have shape ({logits.shape[0]},), "
                              f"got {tuple(targets.shape)}")
         k = logits.shape[1]
-        if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= k):
+        on_host = isinstance(targets, numpy.ndarray)
+        if (on_host or self.check_targets) and targets.size and (
+                int(targets.min()) < 0 or int(targets.max()) >= k):
             raise ValueError(f"CrossEntropyLoss: targets must lie in [0, {k}), got values in "
                              f"[{int(targets.min())}, {int(targets.max())}]")
         loss, self._cache = cross_entropy_forward(logits, targets)

@@ -127,6 +127,9 @@ class SGD:
         lr, mom = self.lr, self.momentum
         for i, (name, p) in enumerate(self.params):
             xp = backend.get_array_module(p.data, p.grad)
+            if mom != 0.0 and backend.use_fused(xp):
+                self._step_fused(i, p, xp)
+                continue
             g = self._work[i] = self._scratch(self._work[i], p.data)
             wd = self._decay[i]
             if wd != 0.0:
@@ -152,6 +155,19 @@ class SGD:
             xp.multiply(g, lr, out=g)
             p.data -= g                          # p = p - lr * g
         self.step_count += 1
+
+    def _step_fused(self, i, p, xp) -> None:
+        """The same update as :meth:`step` in one CuPy kernel launch per parameter.
+
+        A momentum buffer that starts at zero gives b = momentum * 0 + g = g on the first step,
+        exactly the plain rule's ``b = g``.
+        """
+        b = self._buffers[i]
+        if b is None or backend.backend_of(b) != "cupy":
+            b = xp.zeros_like(p.data) if b is None else xp.asarray(b, dtype=p.data.dtype)
+            self._buffers[i] = b
+        t = p.data.dtype.type
+        _sgd_kernel(self.nesterov)(p.grad, t(self.lr), t(self.momentum), t(self._decay[i]), p.data, b)
 
     # --- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -214,3 +230,21 @@ class SGD:
     def __repr__(self):
         return (f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
                 f"weight_decay={self.weight_decay}, params={len(self.params)})")
+
+
+_SGD_KERNELS: dict = {}
+
+
+def _sgd_kernel(nesterov: bool):
+    """A CuPy ElementwiseKernel for one momentum-SGD update (built once, on first use).
+
+    Reference: the plain array expressions of :meth:`SGD.step`, which tests compare it with.
+    """
+    if nesterov not in _SGD_KERNELS:
+        import cupy
+        last = "p -= lr * (g + mom * b);" if nesterov else "p -= lr * b;"
+        _SGD_KERNELS[nesterov] = cupy.ElementwiseKernel(
+            "T grad, T lr, T mom, T wd", "T p, T b",
+            "T g = grad + wd * p; b = mom * b + g; " + last,
+            "npse_sgd_nesterov" if nesterov else "npse_sgd_momentum")
+    return _SGD_KERNELS[nesterov]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The GPU checks, as one short run on a lent GPU machine (docs/12-speed.md): the CuPy tests, `npse
+# bench` against PyTorch (cuDNN) in the same process, and the wall time of real training epochs.
+#
+# Needs CuPy, and for the comparison PyTorch, on the machine; no install (npse runs from PYTHONPATH).
+# Real data: copy ../shared/data/cifar10-jpeg.npz and cifar10_unpack.py into .gpu/ (git-ignored)
+# and carry that folder; without it the training epochs are skipped.
+# Logs go to $OUT (the device tool fetches them) or /tmp/npse-gpu.
+set -u
+OUT=${OUT:-/tmp/npse-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OPENBLAS_NUM_THREADS=4
+PY=${PY:-python3}
+T_TESTS=${T_TESTS:-120}     # seconds allowed for each part
+T_BENCH=${T_BENCH:-120}
+T_EPOCH=${T_EPOCH:-50}
+BENCH_MODELS=${BENCH_MODELS:-se_resnet20}
+step() { echo; echo "=== $(date +%T) $*"; }
+
+step environment
+$PY -c "import sys, numpy, cupy; print(sys.version.split()[0], 'numpy', numpy.__version__, 'cupy', cupy.__version__)"
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
+
+if [ -f .gpu/cifar10-jpeg.npz ]; then
+    (cd .gpu && $PY cifar10_unpack.py /tmp/npse_data >"$OUT/unpack.log" 2>&1 &)
+fi
+
+step "tests on CuPy (hypothesis profile gpu-small)"
+HYPOTHESIS_PROFILE=gpu-small timeout "$T_TESTS" $PY -m pytest -q -p no:cacheprovider \
+    -o addopts="" -m "not slow" -k "cupy or test_gpu" -rfE --tb=short tests >"$OUT/tests.log" 2>&1
+echo "pytest exit $?"
+grep -E "passed|failed|error" "$OUT/tests.log" | tail -3
+grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -30
+
+step "npse bench on CuPy, fused kernels on"
+timeout "$T_BENCH" $PY -m npse bench --backend cupy --models "$BENCH_MODELS" --batch-sizes 128,512 \
+    --repeats 10 >"$OUT/bench.log" 2>&1
+echo "bench exit $?"
+cat "$OUT/bench.log"
+
+step "npse bench on CuPy, fused kernels off (NPSE_FUSED=0)"
+NPSE_FUSED=0 timeout 60 $PY -m npse bench --backend cupy --models se_resnet20 --batch-sizes 128,512 \
+    --repeats 10 --no-torch --no-layers --no-profile --no-memory 2>&1 | tail -4
+
+for batch in 512 128; do
+    step "one epoch of se_resnet20 on all 50000 images, batch $batch"
+    if [ ! -f /tmp/npse_data/cifar-10-batches-bin/test_batch.bin ]; then
+        sleep 5
+    fi
+    timeout "$T_EPOCH" $PY -m npse train --backend cupy --data-dir /tmp/npse_data --no-download \
+        --epochs 1 --batch-size "$batch" --eval-batch-size 1000 --quiet --overwrite \
+        --out "/tmp/npse-run-$batch" 2>&1 | tail -3
+done
+step done
