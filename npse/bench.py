@@ -47,6 +47,8 @@ def _sync(xp):
 
 
 def _median_time(fn, repeats, xp, warmup=2):
+    if xp.__name__.startswith("cupy"):
+        warmup = max(warmup, 5)     # kernel compilation, the memory pool, the GPU clock ramping up
     for _ in range(warmup):
         fn()
     _sync(xp)

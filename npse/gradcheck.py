@@ -72,7 +72,7 @@ def _perturbations(t, rng, max_entries, num_directions):
             yield f"direction {k}", xp.asarray(v / numpy.linalg.norm(v), dtype=t.dtype)
 
 
-def gradcheck(module, x, dy=None, *, h=1e-6, seed=0, max_entries=1500, num_directions=12,
+def gradcheck(module, x, dy=None, *, h=1e-5, seed=0, max_entries=1500, num_directions=12,
               check_input=True) -> GradcheckResult:
     """Compare ``module.backward`` with central differences; ``module`` and ``x`` in float64.
 
@@ -125,7 +125,7 @@ def gradcheck(module, x, dy=None, *, h=1e-6, seed=0, max_entries=1500, num_direc
     return result
 
 
-def numerical_gradient(f, t, h=1e-6):
+def numerical_gradient(f, t, h=1e-5):
     """Central-difference gradient of a scalar function ``f()`` with respect to array ``t``,
     which ``f`` reads; every entry of ``t`` is perturbed in place and restored."""
     grad = numpy.zeros(t.shape)

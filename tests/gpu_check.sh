@@ -12,9 +12,8 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OPENBLAS_NUM_THREADS=4
 PY=${PY:-python3}
 T_TESTS=${T_TESTS:-120}     # seconds allowed for each part
-T_BENCH=${T_BENCH:-120}
-T_EPOCH=${T_EPOCH:-50}
-BENCH_MODELS=${BENCH_MODELS:-se_resnet20}
+T_BENCH=${T_BENCH:-150}
+T_EPOCH=${T_EPOCH:-80}
 step() { echo; echo "=== $(date +%T) $*"; }
 
 step environment
@@ -32,23 +31,26 @@ echo "pytest exit $?"
 grep -E "passed|failed|error" "$OUT/tests.log" | tail -3
 grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -30
 
-step "npse bench on CuPy, fused kernels on"
-timeout "$T_BENCH" $PY -m npse bench --backend cupy --models "$BENCH_MODELS" --batch-sizes 128,512 \
-    --repeats 10 >"$OUT/bench.log" 2>&1
+step "npse bench on CuPy (all defaults: SE-ResNet-20 and -56 at batch 32, 128, 512), fused kernels on"
+timeout "$T_BENCH" $PY -m npse bench --backend cupy --repeats 10 >"$OUT/bench.log" 2>&1
 echo "bench exit $?"
 cat "$OUT/bench.log"
 
-step "npse bench on CuPy, fused kernels off (NPSE_FUSED=0)"
-NPSE_FUSED=0 timeout 60 $PY -m npse bench --backend cupy --models se_resnet20 --batch-sizes 128,512 \
-    --repeats 10 --no-torch --no-layers --no-profile --no-memory 2>&1 | tail -4
+for round in 1 2; do
+    for fused in 0 1; do
+        step "npse bench on CuPy, NPSE_FUSED=$fused (round $round, same process order each time)"
+        NPSE_FUSED=$fused timeout 60 $PY -m npse bench --backend cupy --models se_resnet20 \
+            --batch-sizes 128,512 --repeats 20 --no-torch --no-layers --no-profile --no-memory 2>&1 | tail -4
+    done
+done
 
 for batch in 512 128; do
-    step "one epoch of se_resnet20 on all 50000 images, batch $batch"
+    step "two epochs of se_resnet20 on all 50000 images, batch $batch"
     if [ ! -f /tmp/npse_data/cifar-10-batches-bin/test_batch.bin ]; then
         sleep 5
     fi
     timeout "$T_EPOCH" $PY -m npse train --backend cupy --data-dir /tmp/npse_data --no-download \
-        --epochs 1 --batch-size "$batch" --eval-batch-size 1000 --quiet --overwrite \
+        --epochs 2 --batch-size "$batch" --eval-batch-size 1000 --quiet --overwrite \
         --out "/tmp/npse-run-$batch" 2>&1 | tail -3
 done
 step done

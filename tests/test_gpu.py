@@ -36,7 +36,7 @@ def test_numpy_and_cupy_agree_on_a_training_step(name):
     cpu = _step(on_cpu, x, y)
     gpu = _step(on_gpu, backend.to_device(x, "cupy"), backend.to_device(y, "cupy"))
     assert relative_error(gpu[0], cpu[0]) <= 1e-5                 # logits
-    assert gpu[1] == pytest.approx(cpu[1], rel=1e-5)               # loss
+    assert float(gpu[1]) == pytest.approx(float(cpu[1]), rel=1e-5)  # loss (0-d on the GPU)
     assert relative_error(gpu[2], cpu[2]) <= 1e-4                  # dL/dx, through 20 layers
     for key in cpu[3]:
         assert relative_error(gpu[3][key], cpu[3][key]) <= 1e-4, key
@@ -98,3 +98,38 @@ def test_a_short_training_run_on_cupy_matches_numpy(tmp_path):
     for key in ("train_loss", "test_loss"):
         assert gpu[key] == pytest.approx(cpu[key], rel=1e-3), key
     assert abs(gpu["test_acc"] - cpu["test_acc"]) <= 0.05
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (8, 16, 32, 32), (1, 4, 1, 2)])
+def test_fused_batchnorm_matches_the_plain_formulas(shape, dtype, tol):
+    """Training forward and backward (running statistics too), evaluation with and without grad."""
+    import cupy
+    from npse.nn import batchnorm2d as B
+    rng = np.random.default_rng(3)
+    c = shape[1]
+    x = cupy.asarray(rng.standard_normal(shape) * 3 + 1, dtype=dtype)
+    dy = cupy.asarray(rng.standard_normal(shape), dtype=dtype)
+    gamma = cupy.asarray(rng.standard_normal(c) + 1, dtype=dtype)
+    beta = cupy.asarray(rng.standard_normal(c), dtype=dtype)
+    stats = [cupy.asarray(rng.random(c), dtype=dtype), cupy.asarray(rng.random(c) + 0.5, dtype=dtype)]
+
+    def run(fused, training, grad=True):
+        backend.set_fused(fused)
+        rm, rv = stats[0].copy(), stats[1].copy()
+        try:
+            if grad:
+                y, cache = B.batchnorm2d_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
+                grads = B.batchnorm2d_backward(dy, cache)
+            else:
+                with nn.no_grad():
+                    y, _ = B.batchnorm2d_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
+                grads = ()
+        finally:
+            backend.set_fused(True)
+        return [backend.to_host(a) for a in (y, rm, rv, *grads)]
+
+    for training, grad in ((True, True), (False, True), (False, False)):
+        plain, fused = run(False, training, grad), run(True, training, grad)
+        for name, a, b in zip(("y", "running_mean", "running_var", "dx", "dgamma", "dbeta"), plain, fused):
+            assert relative_error(b, a) <= tol, (name, training, grad)

@@ -13,7 +13,7 @@ evaluation: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta, an 
 """
 from __future__ import annotations
 
-from ..backend import get_array_module
+from ..backend import get_array_module, use_fused
 from .module import Module, Parameter, check_array, grad_enabled
 from .se_block import spatial_dot
 
@@ -55,10 +55,13 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
     xp = get_array_module(x, gamma, beta)
     n, c, h, w = x.shape
     m = n * h * w
+    if training and m < 2:
+        raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, "
+                         f"got input of shape {tuple(x.shape)}")
+    if use_fused(xp):
+        return batchnorm2d_forward_fused(x, gamma, beta, running_mean, running_var, training,
+                                         momentum, eps)
     if training:
-        if m < 2:
-            raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, "
-                             f"got input of shape {tuple(x.shape)}")
         mean = channel_sum(x) / m
         centred = x - _per_channel(mean)
         var = channel_dot(centred, centred) / m              # biased: the batch's own variance
@@ -90,6 +93,8 @@ def batchnorm2d_backward(dy, cache):
     the same numbers, with the per-channel factors folded so the big arrays are passed over less.
     """
     centred, gamma, inv_std, training = cache
+    if use_fused(get_array_module(dy)):
+        return batchnorm2d_backward_fused(dy, cache)
     n, c, h, w = dy.shape
     m = n * h * w
     dbeta = channel_sum(dy)
@@ -99,6 +104,99 @@ def batchnorm2d_backward(dy, cache):
     if training:
         dx -= centred * _per_channel(scale * inv_std * dgamma / m)
         dx -= _per_channel(scale * dbeta / m)
+    return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------- fused (GPU)
+# On the GPU a training step is launch-bound (docs/12-speed.md): written as array expressions,
+# one BatchNorm layer launches about twenty small kernels forward and as many backward. The two
+# functions below compute the same numbers in four launches each way, with CuPy kernels whose
+# bodies are the formulas of the module docstring. They run only on CuPy (``backend.use_fused``);
+# the plain functions above are their reference, and tests/test_gpu.py compares the two.
+
+_KERNELS: dict = {}
+
+
+def _kernel(name):
+    if not _KERNELS:
+        import cupy as cp
+        _KERNELS.update(
+            # sum over N, H, W of x, of (x - s*k)^2 (s*k = the mean), and of u*v
+            sum=cp.ReductionKernel("T x", "T out", "x", "a + b", "out = a", "0", "npse_bn_sum"),
+            centred_square_sum=cp.ReductionKernel(
+                "T x, T s, T k", "T out", "(x - s * k) * (x - s * k)", "a + b", "out = a", "0",
+                "npse_bn_centred_square_sum"),
+            product_sum=cp.ReductionKernel("T u, T v", "T out", "u * v", "a + b", "out = a", "0",
+                                           "npse_bn_product_sum"),
+            # per channel (C,): batch statistics, running estimates (updated in place), factors
+            statistics=cp.ElementwiseKernel(
+                "T s, T ss, T gamma, T inv_m, T bessel, T momentum, T eps",
+                "T mean, T inv_std, T scale, T running_mean, T running_var",
+                "mean = s * inv_m; T var = ss * inv_m; inv_std = 1 / sqrt(var + eps);"
+                "scale = gamma * inv_std;"
+                "running_mean += momentum * (mean - running_mean);"
+                "running_var += momentum * (var * bessel - running_var);",
+                "npse_bn_statistics"),
+            # (N, C, H, W) with per-channel (1, C, 1, 1) factors
+            normalise=cp.ElementwiseKernel(
+                "T x, T mean, T scale, T beta", "T centred, T y",
+                "centred = x - mean; y = centred * scale + beta;", "npse_bn_normalise"),
+            evaluate=cp.ElementwiseKernel(
+                "T x, T running_mean, T running_var, T gamma, T beta, T eps", "T y",
+                "y = (x - running_mean) * (gamma / sqrt(running_var + eps)) + beta;",
+                "npse_bn_evaluate"),
+            backward_factors=cp.ElementwiseKernel(
+                "T sum_dy, T sum_dy_c, T gamma, T inv_std, T inv_m, T train",
+                "T dgamma, T scale, T k1, T k2",
+                "dgamma = sum_dy_c * inv_std; scale = gamma * inv_std;"
+                "k1 = train * scale * inv_std * dgamma * inv_m; k2 = train * scale * sum_dy * inv_m;",
+                "npse_bn_backward_factors"),
+            input_grad=cp.ElementwiseKernel(
+                "T dy, T centred, T scale, T k1, T k2", "T dx",
+                "dx = dy * scale - centred * k1 - k2;", "npse_bn_input_grad"),
+        )
+    return _KERNELS[name]
+
+
+def batchnorm2d_forward_fused(x, gamma, beta, running_mean, running_var, training=True,
+                              momentum=0.1, eps=1e-5):
+    """:func:`batchnorm2d_forward` in fused CuPy kernels (same arguments, results and cache)."""
+    import cupy as cp
+    n, c, h, w = x.shape
+    m = n * h * w
+    t = x.dtype.type
+    axes = (0, 2, 3)
+    if training:
+        s = _kernel("sum")(x, axis=axes)
+        ss = _kernel("centred_square_sum")(x, _per_channel(s), t(1.0 / m), axis=axes)
+        mean, inv_std, scale = (cp.empty(c, dtype=x.dtype) for _ in range(3))
+        _kernel("statistics")(s, ss, gamma, t(1.0 / m), t(m / (m - 1)), t(momentum), t(eps),
+                              mean, inv_std, scale, running_mean, running_var)
+    else:
+        if not grad_enabled():
+            y = _kernel("evaluate")(x, _per_channel(running_mean), _per_channel(running_var),
+                                    _per_channel(gamma), _per_channel(beta), t(eps))
+            return y, None
+        mean = running_mean
+        inv_std = 1.0 / cp.sqrt(running_var + eps)
+        scale = gamma * inv_std
+    centred, y = _kernel("normalise")(x, _per_channel(mean), _per_channel(scale),
+                                      _per_channel(beta))
+    return y, (centred, gamma, inv_std, training)
+
+
+def batchnorm2d_backward_fused(dy, cache):
+    """:func:`batchnorm2d_backward` in fused CuPy kernels (same arguments and results)."""
+    centred, gamma, inv_std, training = cache
+    n, c, h, w = dy.shape
+    t = dy.dtype.type
+    axes = (0, 2, 3)
+    dbeta = _kernel("sum")(dy, axis=axes)
+    sum_dy_c = _kernel("product_sum")(dy, centred, axis=axes)
+    dgamma, scale, k1, k2 = _kernel("backward_factors")(
+        dbeta, sum_dy_c, gamma, inv_std, t(1.0 / (n * h * w)), t(1.0 if training else 0.0))
+    dx = _kernel("input_grad")(dy, centred, _per_channel(scale), _per_channel(k1),
+                               _per_channel(k2))
     return dx, dgamma, dbeta
 
 
