@@ -101,7 +101,8 @@ def test_a_short_training_run_on_cupy_matches_numpy(tmp_path):
 
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (8, 16, 32, 32), (1, 4, 1, 2)])
+# (With 2 values per channel dx is 0 up to rounding, and a relative error means nothing: 3 is the least.)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (8, 16, 32, 32), (1, 4, 1, 3)])
 def test_fused_batchnorm_matches_the_plain_formulas(shape, dtype, tol):
     """Training forward and backward (running statistics too), evaluation with and without grad."""
     import cupy

@@ -110,7 +110,7 @@ def batchnorm2d_backward(dy, cache):
 # ----------------------------------------------------------------------------- fused (GPU)
 # On the GPU a training step is launch-bound (docs/12-speed.md): written as array expressions,
 # one BatchNorm layer launches about twenty small kernels forward and as many backward. The two
-# functions below compute the same numbers in four launches each way, with CuPy kernels whose
+# functions below compute the same numbers in six or seven launches each way, with CuPy kernels whose
 # bodies are the formulas of the module docstring. They run only on CuPy (``backend.use_fused``);
 # the plain functions above are their reference, and tests/test_gpu.py compares the two.
 
@@ -121,13 +121,11 @@ def _kernel(name):
     if not _KERNELS:
         import cupy as cp
         _KERNELS.update(
-            # sum over N, H, W of x, of (x - s*k)^2 (s*k = the mean), and of u*v
-            sum=cp.ReductionKernel("T x", "T out", "x", "a + b", "out = a", "0", "npse_bn_sum"),
-            centred_square_sum=cp.ReductionKernel(
-                "T x, T s, T k", "T out", "(x - s * k) * (x - s * k)", "a + b", "out = a", "0",
-                "npse_bn_centred_square_sum"),
-            product_sum=cp.ReductionKernel("T u, T v", "T out", "u * v", "a + b", "out = a", "0",
-                                           "npse_bn_product_sum"),
+            # Sums along the last (contiguous) axis: one GPU block per row. (Reducing over N, H
+            # and W in one kernel gives only C blocks, which measured slower than the plain code.)
+            row_sum=cp.ReductionKernel("T x", "T out", "x", "a + b", "out = a", "0", "npse_row_sum"),
+            row_product_sum=cp.ReductionKernel("T u, T v", "T out", "u * v", "a + b", "out = a", "0",
+                                               "npse_row_product_sum"),
             # per channel (C,): batch statistics, running estimates (updated in place), factors
             statistics=cp.ElementwiseKernel(
                 "T s, T ss, T gamma, T inv_m, T bessel, T momentum, T eps",
@@ -138,12 +136,13 @@ def _kernel(name):
                 "running_var += momentum * (var * bessel - running_var);",
                 "npse_bn_statistics"),
             # (N, C, H, W) with per-channel (1, C, 1, 1) factors
-            normalise=cp.ElementwiseKernel(
-                "T x, T mean, T scale, T beta", "T centred, T y",
-                "centred = x - mean; y = centred * scale + beta;", "npse_bn_normalise"),
+            centre=cp.ElementwiseKernel("T x, T s, T inv_m", "T centred", "centred = x - s * inv_m",
+                                        "npse_bn_centre"),
+            scale_shift=cp.ElementwiseKernel("T centred, T scale, T beta", "T y",
+                                             "y = centred * scale + beta", "npse_bn_scale_shift"),
             evaluate=cp.ElementwiseKernel(
                 "T x, T running_mean, T running_var, T gamma, T beta, T eps", "T y",
-                "y = (x - running_mean) * (gamma / sqrt(running_var + eps)) + beta;",
+                "y = (x - running_mean) * (gamma / sqrt(running_var + eps)) + beta",
                 "npse_bn_evaluate"),
             backward_factors=cp.ElementwiseKernel(
                 "T sum_dy, T sum_dy_c, T gamma, T inv_std, T inv_m, T train",
@@ -153,9 +152,16 @@ def _kernel(name):
                 "npse_bn_backward_factors"),
             input_grad=cp.ElementwiseKernel(
                 "T dy, T centred, T scale, T k1, T k2", "T dx",
-                "dx = dy * scale - centred * k1 - k2;", "npse_bn_input_grad"),
+                "dx = dy * scale - centred * k1 - k2", "npse_bn_input_grad"),
         )
     return _KERNELS[name]
+
+
+def _channel_reduce(name, *arrays):
+    """sum over N, H, W with the row kernel ``name``: per (n, c) row of H*W, then over N -> (C,)."""
+    n, c, h, w = arrays[0].shape
+    rows = _kernel(name)(*(a.reshape(n, c, h * w) for a in arrays), axis=2)   # (N, C)
+    return rows.sum(axis=0)
 
 
 def batchnorm2d_forward_fused(x, gamma, beta, running_mean, running_var, training=True,
@@ -165,10 +171,10 @@ def batchnorm2d_forward_fused(x, gamma, beta, running_mean, running_var, trainin
     n, c, h, w = x.shape
     m = n * h * w
     t = x.dtype.type
-    axes = (0, 2, 3)
     if training:
-        s = _kernel("sum")(x, axis=axes)
-        ss = _kernel("centred_square_sum")(x, _per_channel(s), t(1.0 / m), axis=axes)
+        s = _channel_reduce("row_sum", x)
+        centred = _kernel("centre")(x, _per_channel(s), t(1.0 / m))
+        ss = _channel_reduce("row_product_sum", centred, centred)
         mean, inv_std, scale = (cp.empty(c, dtype=x.dtype) for _ in range(3))
         _kernel("statistics")(s, ss, gamma, t(1.0 / m), t(m / (m - 1)), t(momentum), t(eps),
                               mean, inv_std, scale, running_mean, running_var)
@@ -177,11 +183,10 @@ def batchnorm2d_forward_fused(x, gamma, beta, running_mean, running_var, trainin
             y = _kernel("evaluate")(x, _per_channel(running_mean), _per_channel(running_var),
                                     _per_channel(gamma), _per_channel(beta), t(eps))
             return y, None
-        mean = running_mean
+        centred = x - _per_channel(running_mean)
         inv_std = 1.0 / cp.sqrt(running_var + eps)
         scale = gamma * inv_std
-    centred, y = _kernel("normalise")(x, _per_channel(mean), _per_channel(scale),
-                                      _per_channel(beta))
+    y = _kernel("scale_shift")(centred, _per_channel(scale), _per_channel(beta))
     return y, (centred, gamma, inv_std, training)
 
 
@@ -190,9 +195,8 @@ def batchnorm2d_backward_fused(dy, cache):
     centred, gamma, inv_std, training = cache
     n, c, h, w = dy.shape
     t = dy.dtype.type
-    axes = (0, 2, 3)
-    dbeta = _kernel("sum")(dy, axis=axes)
-    sum_dy_c = _kernel("product_sum")(dy, centred, axis=axes)
+    dbeta = _channel_reduce("row_sum", dy)
+    sum_dy_c = _channel_reduce("row_product_sum", dy, centred)
     dgamma, scale, k1, k2 = _kernel("backward_factors")(
         dbeta, sum_dy_c, gamma, inv_std, t(1.0 / (n * h * w)), t(1.0 if training else 0.0))
     dx = _kernel("input_grad")(dy, centred, _per_channel(scale), _per_channel(k1),
