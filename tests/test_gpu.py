@@ -27,21 +27,40 @@ def _step(model, x, y):
 
 
 @pytest.mark.parametrize("name", ["se_resnet20", "resnet20"])
-def test_numpy_and_cupy_agree_on_a_training_step(name):
+def test_numpy_and_cupy_agree_on_a_training_step_in_float64(name):
+    """Every number of a step, gradients included, to float64 rounding."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 32, 32))
+    y = rng.integers(0, 10, 8)
+    on_cpu = models.build_model(name, seed=3, dtype="float64")
+    on_gpu = models.build_model(name, seed=3, dtype="float64").to("cupy")   # same initial weights
+    cpu = _step(on_cpu, x, y)
+    gpu = _step(on_gpu, backend.to_device(x, "cupy"), backend.to_device(y, "cupy"))
+    assert relative_error(gpu[0], cpu[0]) <= 1e-10                # logits
+    assert float(gpu[1]) == pytest.approx(float(cpu[1]), rel=1e-10)  # loss (0-d on the GPU)
+    assert relative_error(gpu[2], cpu[2]) <= 1e-9                  # dL/dx, through 20 layers
+    for key in cpu[3]:
+        assert relative_error(gpu[3][key], cpu[3][key]) <= 1e-9, key
+    for (k, a), b in zip(on_cpu.state_dict().items(), on_gpu.state_dict().values()):
+        assert relative_error(backend.to_host(b), a) <= 1e-10, k  # weights and BN statistics after SGD
+
+
+@pytest.mark.parametrize("name", ["se_resnet20", "resnet20"])
+def test_numpy_and_cupy_agree_on_a_training_step_in_float32(name):
+    """Forward numbers and the state after a step. (Gradients are compared in float64 above: in
+    float32 a pre-activation within rounding of 0 can switch a ReLU on one backend and not on
+    the other, which moves dL/dx by ~1e-3 with no bug behind it; this was seen once.)"""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, 8)
     on_cpu = models.build_model(name, seed=3)
-    on_gpu = models.build_model(name, seed=3).to("cupy")     # same seed: same initial weights
+    on_gpu = models.build_model(name, seed=3).to("cupy")
     cpu = _step(on_cpu, x, y)
     gpu = _step(on_gpu, backend.to_device(x, "cupy"), backend.to_device(y, "cupy"))
     assert relative_error(gpu[0], cpu[0]) <= 1e-5                 # logits
-    assert float(gpu[1]) == pytest.approx(float(cpu[1]), rel=1e-5)  # loss (0-d on the GPU)
-    assert relative_error(gpu[2], cpu[2]) <= 1e-4                  # dL/dx, through 20 layers
-    for key in cpu[3]:
-        assert relative_error(gpu[3][key], cpu[3][key]) <= 1e-4, key
+    assert float(gpu[1]) == pytest.approx(float(cpu[1]), rel=1e-5)
     for (k, a), b in zip(on_cpu.state_dict().items(), on_gpu.state_dict().values()):
-        assert relative_error(backend.to_host(b), a) <= 1e-5, k   # weights and BN statistics after SGD
+        assert relative_error(backend.to_host(b), a) <= 1e-5, k
 
 
 def test_evaluation_agrees_and_stays_on_the_gpu():
