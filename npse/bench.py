@@ -155,6 +155,56 @@ def _peak_step_memory(name, batch):
         tracemalloc.stop()
 
 
+def conv_gemm_floor(setup, repeats=3):
+    """Seconds per training step that the convolutions' matrix products alone take.
+
+    For every Conv2d of the model, at the input shape it sees in the network, the three products
+    of its im2col formulation are timed on their own, with their outputs in kept buffers: the
+    forward W2 @ cols, the weight gradient dY2 @ cols^T, and the input gradient (the flipped
+    kernel times the patches of dy for stride 1, W2^T @ dY2 otherwise). Their sum is what a step
+    built on these products cannot go below, however lean everything around them is.
+    """
+    from .models.summary import leaf_modules
+    from .nn import Conv2d
+    xp = setup.xp
+    shapes = {}
+    convs = [(n, m) for n, m in leaf_modules(setup.model) if isinstance(m, Conv2d)]
+    for name, m in convs:
+        original = m.forward
+
+        def capture(x, _name=name, _orig=original):
+            shapes.setdefault(_name, tuple(x.shape))
+            return _orig(x)
+        object.__setattr__(m, "forward", capture)
+    try:
+        setup.model.train()
+        setup.model(setup.x)
+    finally:
+        for _, m in convs:
+            object.__delattr__(m, "forward")
+    rng = numpy.random.default_rng(0)
+
+    def rand(*shape):
+        return xp.asarray(rng.standard_normal(shape, dtype=numpy.float32))
+    total = 0.0
+    for name, m in convs:
+        n, c, h, w = shapes[name]
+        o, (kh, kw), (sh, sw), (ph, pw) = m.out_channels, m.kernel_size, m.stride, m.padding
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        k, cols_n = c * kh * kw, n * oh * ow
+        w2, cols, dy2 = rand(o, k), rand(k, cols_n), rand(o, cols_n)
+        y2, dw = xp.empty((o, cols_n), xp.float32), xp.empty((o, k), xp.float32)
+        if (sh, sw) == (1, 1):
+            a, b = rand(c, o * kh * kw), rand(o * kh * kw, n * h * w)
+        else:
+            a, b = w2.T, dy2
+        dx = xp.empty((a.shape[0], b.shape[1]), xp.float32)
+        total += _median_time(lambda: xp.matmul(w2, cols, out=y2), repeats, xp)
+        total += _median_time(lambda: xp.matmul(dy2, cols.T, out=dw), repeats, xp)
+        total += _median_time(lambda: xp.matmul(a, b, out=dx), repeats, xp)
+    return total
+
+
 def layer_times(setup, repeats=3):
     """[(name, type, input shape, forward ms, backward ms)] for every leaf module, each timed alone
     on the input it receives inside the network."""
@@ -303,7 +353,7 @@ def run(args) -> int:
     header += f"{'peak MB':>9}" if not args.no_memory else ""
     header += f"{'torch train':>13}{'torch eval':>12}{'train x':>9}{'eval x':>8}" if use_torch else ""
     print(header)
-    results = {}
+    results, torch_train = {}, {}
     for name in model_names:
         for batch in batches:
             setup = _Setup(name, batch)
@@ -316,6 +366,8 @@ def run(args) -> int:
                 line += f"{_peak_step_memory(name, batch) / 2**20:>9.0f}"
             if use_torch:
                 t = _torch_times(models.build_model(name).config, batch, repeats, device)
+                if batch == (128 if 128 in batches else batches[0]):
+                    torch_train[name] = t[0]
                 line += f"{t[0]:>13.1f}{t[1]:>12.1f}{(batch / step) / t[0]:>9.2f}{(batch / ev) / t[1]:>8.2f}"
             print(line, flush=True)
     print()
@@ -346,6 +398,12 @@ def run(args) -> int:
                 print(f"\n{first}, batch {b}: the host issues a training step in {host * 1e3:.1f} ms; "
                       f"the step takes {whole * 1e3:.1f} ms until the GPU is done"
                       + (" (launch-bound: the GPU waits for Python)" if host > 0.8 * whole else ""))
+        floor = conv_gemm_floor(setup, repeats)
+        step = _median_time(setup.train_step, repeats, xp)
+        print(f"\n{first}, batch {batch}: the convolutions' matrix products alone (each timed on its own) "
+              f"take {floor * 1e3:.0f} ms of a {step * 1e3:.0f} ms training step ({100 * floor / step:.0f}%); "
+              f"with nothing else, a step would run at {batch / floor:.0f} img/s"
+              + (f" ({batch / floor / torch_train[first]:.2f}x PyTorch)" if first in torch_train else ""))
         total, spent = profile_step(setup)
         print(f"\nprofile of one training step, {first}, batch {batch}: {total * 1e3:.0f} ms (under cProfile)"
               + ("; on the GPU these are host-side times (issuing the work), not kernel times" if on_gpu else ""))
