@@ -155,6 +155,26 @@ def _peak_step_memory(name, batch):
         tracemalloc.stop()
 
 
+def _layer_inputs(setup, layers):
+    """{name: a copy of the input each of ``layers`` ((name, module) pairs) receives in one
+    training-mode forward pass of the whole network on the setup's batch}."""
+    inputs = {}
+    for name, m in layers:
+        original = m.forward
+
+        def capture(x, _name=name, _orig=original):
+            inputs.setdefault(_name, x.copy())
+            return _orig(x)
+        object.__setattr__(m, "forward", capture)
+    try:
+        setup.model.train()
+        setup.model(setup.x)
+    finally:
+        for _, m in layers:
+            object.__delattr__(m, "forward")
+    return inputs
+
+
 def conv_gemm_floor(setup, repeats=3):
     """Seconds per training step that the convolutions' matrix products alone take.
 
@@ -167,21 +187,8 @@ def conv_gemm_floor(setup, repeats=3):
     from .models.summary import leaf_modules
     from .nn import Conv2d
     xp = setup.xp
-    shapes = {}
     convs = [(n, m) for n, m in leaf_modules(setup.model) if isinstance(m, Conv2d)]
-    for name, m in convs:
-        original = m.forward
-
-        def capture(x, _name=name, _orig=original):
-            shapes.setdefault(_name, tuple(x.shape))
-            return _orig(x)
-        object.__setattr__(m, "forward", capture)
-    try:
-        setup.model.train()
-        setup.model(setup.x)
-    finally:
-        for _, m in convs:
-            object.__delattr__(m, "forward")
+    shapes = {name: tuple(x.shape) for name, x in _layer_inputs(setup, convs).items()}
     rng = numpy.random.default_rng(0)
 
     def rand(*shape):
@@ -208,22 +215,9 @@ def conv_gemm_floor(setup, repeats=3):
 def layer_times(setup, repeats=3):
     """[(name, type, input shape, forward ms, backward ms)] for every leaf module, each timed alone
     on the input it receives inside the network."""
-    inputs = {}
     from .models.summary import leaf_modules
     leaves = [(n, m) for n, m in leaf_modules(setup.model) if n]
-    for name, m in leaves:
-        original = m.forward
-
-        def capture(x, _name=name, _orig=original):
-            inputs.setdefault(_name, x.copy())
-            return _orig(x)
-        object.__setattr__(m, "forward", capture)
-    try:
-        setup.model.train()
-        setup.model(setup.x)
-    finally:
-        for _, m in leaves:
-            object.__delattr__(m, "forward")
+    inputs = _layer_inputs(setup, leaves)
     rows = []
     for name, m in leaves:
         x = inputs.get(name)

@@ -16,3 +16,15 @@ def test_bench_prints_its_tables(capsys):
 def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "--models", "resnet21", "--no-torch"]) == 1
     assert "unknown model 'resnet21'" in capsys.readouterr().err
+
+
+def test_the_gemm_floor_counts_three_products_per_convolution(monkeypatch):
+    """conv_gemm_floor times, for every Conv2d, its forward, weight-gradient and input-gradient
+    products at the shapes the network gives them (here checked by counting the shapes)."""
+    from npse import bench
+    setup = bench._Setup("se_resnet8", 4)
+    seen = []
+    monkeypatch.setattr(bench, "_median_time", lambda fn, repeats, xp: seen.append(fn()) or 0.25)
+    assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * 3 * 7      # se_resnet8: 7 convolutions
+    first = seen[:3]                                                     # conv1: 3 -> 16 channels, 32x32
+    assert [a.shape for a in first] == [(16, 4 * 32 * 32), (16, 27), (3, 4 * 32 * 32)]
