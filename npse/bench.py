@@ -178,14 +178,16 @@ def _layer_inputs(setup, layers):
 def conv_gemm_floor(setup, repeats=3):
     """Seconds per training step that the convolutions' matrix products alone take.
 
-    For every Conv2d of the model, at the input shape it sees in the network, the three products
-    of its im2col formulation are timed on their own, with their outputs in kept buffers: the
-    forward W2 @ cols, the weight gradient dY2 @ cols^T, and the input gradient (the flipped
-    kernel times the patches of dy for stride 1, W2^T @ dY2 otherwise). Their sum is what a step
+    For every Conv2d of the model, at the input shape it sees in the network and in the layout it
+    takes there (one product per image or one for the batch), the three products of its im2col
+    formulation are timed on their own, with their outputs in kept buffers: the forward W2 @ cols,
+    the weight gradient dY2 @ cols^T, and the input gradient (the flipped kernel times the
+    patches of dy for stride 1, W2^T @ dY2 otherwise). Their sum is what a step
     built on these products cannot go below, however lean everything around them is.
     """
     from .models.summary import leaf_modules
     from .nn import Conv2d
+    from .nn.conv2d import uses_per_image
     xp = setup.xp
     convs = [(n, m) for n, m in leaf_modules(setup.model) if isinstance(m, Conv2d)]
     shapes = {name: tuple(x.shape) for name, x in _layer_inputs(setup, convs).items()}
@@ -198,17 +200,27 @@ def conv_gemm_floor(setup, repeats=3):
         n, c, h, w = shapes[name]
         o, (kh, kw), (sh, sw), (ph, pw) = m.out_channels, m.kernel_size, m.stride, m.padding
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        k, cols_n = c * kh * kw, n * oh * ow
-        w2, cols, dy2 = rand(o, k), rand(k, cols_n), rand(o, cols_n)
-        y2, dw = xp.empty((o, cols_n), xp.float32), xp.empty((o, k), xp.float32)
-        if (sh, sw) == (1, 1):
-            a, b = rand(c, o * kh * kw), rand(o * kh * kw, n * h * w)
+        k = c * kh * kw
+        w2 = rand(o, k)
+        if uses_per_image(xp, (oh, ow)):         # the layout the layer itself takes
+            cols, dy3 = rand(n, k, oh * ow), rand(n, o, oh * ow)
+            y, dw = xp.empty((n, o, oh * ow), xp.float32), xp.empty((n, o, k), xp.float32)
+            products = [(w2, cols, y), (dy3, cols.transpose(0, 2, 1), dw)]
+            if (sh, sw) == (1, 1):
+                products.append((rand(c, o * kh * kw), rand(n, o * kh * kw, h * w), None))
+            else:
+                products.append((w2.T, rand(o, n * oh * ow), None))
         else:
-            a, b = w2.T, dy2
-        dx = xp.empty((a.shape[0], b.shape[1]), xp.float32)
-        total += _median_time(lambda: xp.matmul(w2, cols, out=y2), repeats, xp)
-        total += _median_time(lambda: xp.matmul(dy2, cols.T, out=dw), repeats, xp)
-        total += _median_time(lambda: xp.matmul(a, b, out=dx), repeats, xp)
+            cols, dy2 = rand(k, n * oh * ow), rand(o, n * oh * ow)
+            y, dw = xp.empty((o, n * oh * ow), xp.float32), xp.empty((o, k), xp.float32)
+            products = [(w2, cols, y), (dy2, cols.T, dw)]
+            if (sh, sw) == (1, 1):
+                products.append((rand(c, o * kh * kw), rand(o * kh * kw, n * h * w), None))
+            else:
+                products.append((w2.T, dy2, None))
+        for a, b, out in products:
+            out = xp.empty(xp.matmul(a, b).shape, xp.float32) if out is None else out
+            total += _median_time(lambda: xp.matmul(a, b, out=out), repeats, xp)
     return total
 
 
@@ -240,8 +252,10 @@ def _category(filename, funcname):
     if "npse/" not in path:
         return None
     if path.endswith("nn/im2col.py"):
-        return "im2col" if funcname in ("im2col", "windows", "pad2d") else "col2im" if funcname == "col2im" else None
-    if path.endswith("nn/conv2d.py") and funcname in ("conv2d_forward", "conv2d_backward",
+        if funcname in ("im2col", "im2col_per_image", "windows", "pad2d", "_padded_input"):
+            return "im2col"
+        return "col2im" if funcname == "col2im" else None
+    if path.endswith("nn/conv2d.py") and funcname in ("conv2d_forward", "conv2d_backward", "_batch_columns",
                                                         "conv2d_input_grad_by_convolution"):
         return "GEMM + layout copies"
     if path.endswith("nn/batchnorm2d.py") and funcname != "forward" and funcname != "backward":

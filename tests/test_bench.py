@@ -26,5 +26,7 @@ def test_the_gemm_floor_counts_three_products_per_convolution(monkeypatch):
     seen = []
     monkeypatch.setattr(bench, "_median_time", lambda fn, repeats, xp: seen.append(fn()) or 0.25)
     assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * 3 * 7      # se_resnet8: 7 convolutions
-    first = seen[:3]                                                     # conv1: 3 -> 16 channels, 32x32
-    assert [a.shape for a in first] == [(16, 4 * 32 * 32), (16, 27), (3, 4 * 32 * 32)]
+    # conv1 (3 -> 16 channels, 32x32 outputs: one product per image): y, dW per image, dx
+    assert [a.shape for a in seen[:3]] == [(4, 16, 32 * 32), (4, 16, 27), (4, 3, 32 * 32)]
+    # the last convolution (64 -> 64 channels, 8x8 outputs: one product for the batch)
+    assert [a.shape for a in seen[-3:]] == [(64, 4 * 8 * 8), (64, 576), (64, 4 * 8 * 8)]

@@ -6,7 +6,8 @@ from hypothesis import given, strategies as st
 from conftest import UseBackend, to_backend
 from npse import backend, nn
 from npse.gradcheck import gradcheck, relative_error
-from npse.nn.im2col import col2im, im2col
+from npse.nn.conv2d import uses_per_image
+from npse.nn.im2col import col2im, im2col, im2col_per_image
 from strategies import normal, seeds, window_cases
 
 TOL = 1e-6
@@ -22,6 +23,61 @@ def test_conv2d_gradients(backend_name, case, out_channels, bias):
         result = gradcheck(conv, x, seed=case.seed)
         assert set(result.errors) == {"input", "weight"} | ({"bias"} if bias else set())
         assert result.max_error <= TOL, result.errors
+
+
+@given(case=window_cases(), out_channels=st.integers(1, 4), bias=st.booleans())
+def test_conv2d_gradients_with_one_product_per_image(backend_name, case, out_channels, bias):
+    """The per-image layout (chosen by size in real networks) forced on every drawn geometry."""
+    with UseBackend(backend_name):
+        rng = np.random.default_rng(case.seed)
+        conv = nn.Conv2d(case.c, out_channels, case.kernel, case.stride, case.padding, bias=bias,
+                         dtype="float64", rng=rng)
+        conv.per_image = True
+        x = to_backend(normal(rng, (case.n, case.c, case.h, case.w)), backend_name)
+        result = gradcheck(conv, x, seed=case.seed)
+        assert result.max_error <= TOL, result.errors
+
+
+@given(case=window_cases(), out_channels=st.integers(1, 4), bias=st.booleans())
+def test_per_image_and_batch_wide_products_agree(backend_name, case, out_channels, bias):
+    """Same y, and the same dx, dW, db from both caches, by the fast and the plain route."""
+    with UseBackend(backend_name) as xp:
+        rng = np.random.default_rng(case.seed)
+        x = to_backend(normal(rng, (case.n, case.c, case.h, case.w)), backend_name)
+        w = to_backend(normal(rng, (out_channels, case.c) + case.kernel), backend_name)
+        b = to_backend(normal(rng, (out_channels,)), backend_name) if bias else None
+        y1, cache1 = nn.conv2d_forward(x, w, b, case.stride, case.padding, per_image=True)
+        y2, cache2 = nn.conv2d_forward(x, w, b, case.stride, case.padding, per_image=False)
+        assert cache1[1].ndim == 3 and cache2[1].ndim == 2
+        assert relative_error(y1, y2) <= 1e-12
+        dy = xp.asarray(normal(rng, y1.shape))
+        for fast in (True, False):
+            g1 = nn.conv2d_backward(dy, cache1, fast=fast)
+            g2 = nn.conv2d_backward(dy, cache2, fast=fast)
+            for a, c in zip(g1, g2):
+                assert (a is None) == (c is None)
+                if a is not None:
+                    assert relative_error(a, c) <= 1e-12
+
+
+@given(case=window_cases())
+def test_im2col_per_image_holds_the_same_columns(backend_name, case):
+    with UseBackend(backend_name):
+        rng = np.random.default_rng(case.seed)
+        x = to_backend(normal(rng, (case.n, case.c, case.h, case.w)), backend_name)
+        flat = backend.to_host(im2col(x, case.kernel, case.stride, case.padding))
+        per_image = backend.to_host(im2col_per_image(x, case.kernel, case.stride, case.padding))
+        n, k, pixels = per_image.shape
+        assert flat.shape == (k, n * pixels)
+        assert np.array_equal(per_image.transpose(1, 0, 2).reshape(k, n * pixels), flat)
+
+
+def test_the_per_image_layout_is_chosen_by_output_size_on_numpy_only():
+    class CuPyLike:
+        __name__ = "cupy"
+    assert uses_per_image(np, (32, 32)) and uses_per_image(np, (16, 16))
+    assert not uses_per_image(np, (8, 8)) and not uses_per_image(np, (15, 16))
+    assert not uses_per_image(CuPyLike(), (32, 32))
 
 
 @given(case=window_cases())

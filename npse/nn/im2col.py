@@ -74,6 +74,23 @@ def windows(x_padded, kernel, stride, out_size):
     )
 
 
+def _padded_input(x, padding, workspace):
+    """x zero-padded by ``padding``: a fresh array, or a workspace buffer whose border stays zero."""
+    ph, pw = padding
+    if workspace is None:
+        return pad2d(x, padding)
+    if not (ph or pw):
+        return x
+    n, c, h, w = x.shape
+    # The border of this buffer is zero from its creation and never written. The key names the
+    # padding: the same padded shape with another padding would have old values where this call
+    # expects its zero border.
+    x_padded = workspace.get(f"im2col.padded{ph},{pw}", (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x,
+                             zeros=True)
+    x_padded[:, :, ph:ph + h, pw:pw + w] = x
+    return x_padded
+
+
 def im2col(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     """Patches of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, N*OH*OW).
 
@@ -85,22 +102,36 @@ def im2col(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
     padding = pair(padding, "padding", "im2col")
     n, c, h, w = x.shape
-    (kh, kw), (ph, pw) = kernel, padding
+    kh, kw = kernel
     oh, ow = check_window("im2col", x.shape, kernel, stride, padding)
-    if workspace is None:
-        x_padded = pad2d(x, padding)
-        cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
-    else:
-        x_padded = x
-        if ph or pw:   # the border of this buffer is zero from its creation and never written
-            # The key names the padding: the same padded shape with another padding would have
-            # old values where this call expects its zero border.
-            x_padded = workspace.get(f"im2col.padded{ph},{pw}", (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x,
-                                     zeros=True)
-            x_padded[:, :, ph:ph + h, pw:pw + w] = x
-        cols = workspace.get("im2col.cols", (c, kh, kw, n, oh, ow), x.dtype, x)
+    x_padded = _padded_input(x, padding, workspace)
+    shape = (c, kh, kw, n, oh, ow)
+    cols = xp.empty(shape, dtype=x.dtype) if workspace is None else \
+        workspace.get("im2col.cols", shape, x.dtype, x)
     cols[...] = windows(x_padded, kernel, stride, (oh, ow)).transpose(1, 2, 3, 0, 4, 5)
     return cols.reshape(c * kh * kw, n * oh * ow)
+
+
+def im2col_per_image(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
+    """Patches of ``x`` (N, C, H, W) as one matrix per image: returns (N, C*KH*KW, OH*OW).
+
+    The same numbers as :func:`im2col`, grouped by image: ``im2col_per_image(x)[n]`` equals
+    ``im2col(x)[:, n*OH*OW:(n+1)*OH*OW]``. ``W2 @ cols`` then gives (N, O, OH*OW), which is
+    already the output's (N, O, OH, OW) layout, and the copy reads the windows in their own order.
+    Chapter 12 says when this layout is the faster one.
+    """
+    xp = get_array_module(x)
+    kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
+    padding = pair(padding, "padding", "im2col")
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    oh, ow = check_window("im2col", x.shape, kernel, stride, padding)
+    x_padded = _padded_input(x, padding, workspace)
+    shape = (n, c, kh, kw, oh, ow)
+    cols = xp.empty(shape, dtype=x.dtype) if workspace is None else \
+        workspace.get("im2col.cols_per_image", shape, x.dtype, x)
+    cols[...] = windows(x_padded, kernel, stride, (oh, ow))
+    return cols.reshape(n, c * kh * kw, oh * ow)
 
 
 def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
