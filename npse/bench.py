@@ -5,8 +5,9 @@ step and the peak memory of a training step; the scaling ratios (batch 512 vs 12
 -20); a per-layer table of forward and backward times; and a profile that sorts the step's time
 into im2col, GEMM, col2im, BatchNorm, element-wise work, the optimizer and Python overhead.
 When PyTorch is installed, the same network runs in PyTorch in the same process with the same
-number of threads, and the ratios are printed.  Timings are medians over repeats; absolute
-numbers vary between runs on shared machines, ratios measured in one run are what to compare.
+number of threads, and the ratios are printed.  Timings are medians over repeats, npse's and
+PyTorch's steps timed in turns (:func:`interleaved_times`); absolute numbers vary between runs on
+shared machines, ratios measured side by side are what to compare.
 Chapter: docs/12-speed.md.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ def add_arguments(parser):
     parser.add_argument("--models", default="se_resnet20,se_resnet56",
                         help="comma-separated model names (default: se_resnet20,se_resnet56)")
     parser.add_argument("--batch-sizes", default="32,128,512", help="comma-separated (default: 32,128,512)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement (default 5)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
@@ -89,12 +90,9 @@ class _Setup:
             self.model(self.x)
 
 
-def _torch_times(config, batch, repeats, device):
-    """(train images/s, eval images/s) of the same network in PyTorch, or None."""
-    try:
-        import torch
-    except ImportError:
-        return None
+def _torch_steps(config, batch, device):
+    """(train_step, eval_step, sync) of the same network in PyTorch, on random data."""
+    import torch
     from .torch_reference import build_torch_model
     model = build_torch_model(dict(config, dtype="float32")).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -113,18 +111,31 @@ def _torch_times(config, batch, repeats, device):
         with torch.no_grad():
             model(x)
 
-    out = []
-    for fn in (train, evaluate):
-        fn()
+    return train, evaluate, sync
+
+
+def interleaved_times(steps, repeats, warmup=2, pause=0.0):
+    """Median seconds of each ``(fn, sync)`` in ``steps``, timed in turns: one run of each per
+    round, ``repeats`` rounds. On a shared machine speed drifts over seconds; taking turns lets
+    every step see the same drift, so their ratios hold better than those of back-to-back medians.
+
+    ``pause`` seconds of sleep before each timed run: BLAS and OpenMP worker threads keep spinning
+    for a while after their library's last call (OpenMP's default is 200 ms), and would otherwise
+    take a core from the next step when it belongs to the other library.
+    """
+    for fn, sync in steps:
+        for _ in range(warmup):
+            fn()
         sync()
-        times = []
-        for _ in range(repeats):
+    times = [[] for _ in steps]
+    for _ in range(repeats):
+        for (fn, sync), kept in zip(steps, times):
+            time.sleep(pause)
             t = time.perf_counter()
             fn()
             sync()
-            times.append(time.perf_counter() - t)
-        out.append(batch / statistics.median(times))
-    return tuple(out)
+            kept.append(time.perf_counter() - t)
+    return [statistics.median(kept) for kept in times]
 
 
 def _peak_step_memory(name, batch):
@@ -365,18 +376,25 @@ def run(args) -> int:
     for name in model_names:
         for batch in batches:
             setup = _Setup(name, batch)
-            step = _median_time(setup.train_step, repeats, xp)
-            ev = _median_time(setup.eval_step, repeats, xp)
+            sync = (lambda: _sync(xp))
+            steps = [(setup.train_step, sync), (setup.eval_step, sync)]
+            if use_torch:
+                t_train, t_eval, t_sync = _torch_steps(models.build_model(name).config, batch, device)
+                steps += [(t_train, t_sync), (t_eval, t_sync)]
+            on_gpu = xp.__name__.startswith("cupy")
+            times = interleaved_times(steps, repeats, warmup=5 if on_gpu else 2, pause=0 if on_gpu else 0.5)
+            step, ev = times[:2]
             results[(name, batch)] = step
             line = f"{name:<14}{batch:>6}{batch / step:>13.1f}{batch / ev:>12.1f}{step * 1e3:>10.0f}"
-            del setup
+            del setup, steps
             if not args.no_memory:
                 line += f"{_peak_step_memory(name, batch) / 2**20:>9.0f}"
             if use_torch:
-                t = _torch_times(models.build_model(name).config, batch, repeats, device)
+                torch_img_s = [batch / times[2], batch / times[3]]
                 if batch == (128 if 128 in batches else batches[0]):
-                    torch_train[name] = t[0]
-                line += f"{t[0]:>13.1f}{t[1]:>12.1f}{(batch / step) / t[0]:>9.2f}{(batch / ev) / t[1]:>8.2f}"
+                    torch_train[name] = torch_img_s[0]
+                line += (f"{torch_img_s[0]:>13.1f}{torch_img_s[1]:>12.1f}"
+                         f"{times[2] / step:>9.2f}{times[3] / ev:>8.2f}")
             print(line, flush=True)
     print()
     for name in model_names:

@@ -30,3 +30,12 @@ def test_the_gemm_floor_counts_three_products_per_convolution(monkeypatch):
     assert [a.shape for a in seen[:3]] == [(4, 16, 32 * 32), (4, 16, 27), (4, 3, 32 * 32)]
     # the last convolution (64 -> 64 channels, 8x8 outputs: one product for the batch)
     assert [a.shape for a in seen[-3:]] == [(64, 4 * 8 * 8), (64, 576), (64, 4 * 8 * 8)]
+
+
+def test_interleaved_times_takes_turns_and_returns_medians():
+    from npse import bench
+    calls = []
+    steps = [(lambda: calls.append("a"), lambda: None), (lambda: calls.append("b"), lambda: None)]
+    times = bench.interleaved_times(steps, repeats=3, warmup=1)
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    assert calls == ["a", "b"] + ["a", "b"] * 3        # warm-up of each, then one of each per round
