@@ -6,7 +6,7 @@ import numpy as np
 
 from npse import nn
 from npse.gradcheck import gradcheck
-from npse.nn import col2im, im2col
+from npse.nn import col2im, im2col, im2col_per_image
 
 np.set_printoptions(linewidth=110)
 
@@ -57,6 +57,20 @@ print("\n<im2col(x), c> =", f"{lhs:.12f}", "  <x, col2im(c)> =", f"{rhs:.12f}")
 # col2im(im2col(x)) multiplies each pixel by the number of patches it sits in:
 counts = col2im(im2col(np.ones((1, 1, 4, 4)), (3, 3)), (1, 1, 4, 4), (3, 3))
 print("how many 3x3 patches hold each pixel of a 4x4 image (= col2im(im2col(ones))):\n", counts[0, 0])
+
+# --- 3b. The same columns, grouped by image ----------------------------------------------------------------
+# im2col_per_image keeps one patch matrix per image; W2 @ cols[n] is then image n's output, already
+# in (N, O, OH*OW) order. npse uses it where an image has >= 256 output pixels (docs/03, docs/12).
+x = rng.standard_normal((2, 3, 5, 5))
+flat = im2col(x, (3, 3), padding=(1, 1))                      # (27, 2*25)
+grouped = im2col_per_image(x, (3, 3), padding=(1, 1))         # (2, 27, 25)
+print("\nim2col", flat.shape, "| im2col_per_image", grouped.shape,
+      "| image 1's columns equal:", np.array_equal(grouped[1], flat[:, 25:50]))
+w = rng.standard_normal((4, 3, 3, 3))
+y_batch, _ = nn.conv2d_forward(x, w, None, 1, 1, per_image=False)
+y_image, _ = nn.conv2d_forward(x, w, None, 1, 1, per_image=True)
+print("one product for the batch vs one per image: max |difference| =",
+      f"{np.abs(y_batch - y_image).max():.1e}")
 
 # --- 4. Gradient check ----------------------------------------------------------------------------------------
 x = rng.standard_normal((2, 3, 6, 5))

@@ -7,7 +7,7 @@ from .activations import ReLU, Sigmoid, Tanh, relu_backward, relu_forward, sigmo
     sigmoid_forward, tanh_backward, tanh_forward
 from .batchnorm2d import BatchNorm2d, batchnorm2d_backward, batchnorm2d_forward
 from .conv2d import Conv2d, conv2d_backward, conv2d_forward
-from .im2col import col2im, im2col
+from .im2col import col2im, im2col, im2col_per_image
 from .linear import Linear, linear_backward, linear_forward
 from .loss import CrossEntropyLoss, cross_entropy_backward, cross_entropy_forward
 from .module import Flatten, Module, Parameter, Sequential, grad_enabled, no_grad
