@@ -382,7 +382,8 @@ def run(args) -> int:
                 t_train, t_eval, t_sync = _torch_steps(models.build_model(name).config, batch, device)
                 steps += [(t_train, t_sync), (t_eval, t_sync)]
             on_gpu = xp.__name__.startswith("cupy")
-            times = interleaved_times(steps, repeats, warmup=5 if on_gpu else 2, pause=0 if on_gpu else 0.5)
+            times = interleaved_times(steps, repeats, warmup=5 if on_gpu else 2,
+                                      pause=0.5 if use_torch and not on_gpu else 0.0)
             step, ev = times[:2]
             results[(name, batch)] = step
             line = f"{name:<14}{batch:>6}{batch / step:>13.1f}{batch / ev:>12.1f}{step * 1e3:>10.0f}"
