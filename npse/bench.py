@@ -120,8 +120,8 @@ def interleaved_times(steps, repeats, warmup=2, pause=0.0):
     every step see the same drift, so their ratios hold better than those of back-to-back medians.
 
     ``pause`` seconds of sleep before each timed run: BLAS and OpenMP worker threads keep spinning
-    for a while after their library's last call (OpenMP's default is 200 ms), and would otherwise
-    take a core from the next step when it belongs to the other library.
+    for a while after their library's last call (Intel's OpenMP for 200 ms by default), and can
+    otherwise take a core from the next step when it belongs to the other library.
     """
     for fn, sync in steps:
         for _ in range(warmup):
