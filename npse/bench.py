@@ -263,7 +263,8 @@ def _category(filename, funcname):
     if "npse/" not in path:
         return None
     if path.endswith("nn/im2col.py"):
-        if funcname in ("im2col", "im2col_per_image", "windows", "pad2d", "_padded_input"):
+        if funcname in ("im2col", "im2col_per_image", "windows", "pad2d", "_padded_input", "_windows_of",
+                        "_kept_or_new"):
             return "im2col"
         return "col2im" if funcname == "col2im" else None
     if path.endswith("nn/conv2d.py") and funcname in ("conv2d_forward", "conv2d_backward", "_batch_columns",

@@ -91,6 +91,20 @@ def _padded_input(x, padding, workspace):
     return x_padded
 
 
+def _windows_of(x, kernel, stride, padding, workspace):
+    """The (N, C, KH, KW, OH, OW) windows of ``x`` zero-padded: the view both im2col layouts copy."""
+    kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
+    padding = pair(padding, "padding", "im2col")
+    out_size = check_window("im2col", x.shape, kernel, stride, padding)
+    return windows(_padded_input(x, padding, workspace), kernel, stride, out_size)
+
+
+def _kept_or_new(x, shape, workspace, name):
+    """A fresh array for ``x``'s backend and dtype, or the workspace's buffer ``name``."""
+    xp = get_array_module(x)
+    return xp.empty(shape, dtype=x.dtype) if workspace is None else workspace.get(name, shape, x.dtype, x)
+
+
 def im2col(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     """Patches of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, N*OH*OW).
 
@@ -98,17 +112,10 @@ def im2col(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     (n, oy, ox).  With a :class:`~npse.nn.workspace.Workspace` the padded input and the columns
     are written into buffers kept from the last call instead of fresh arrays (same values).
     """
-    xp = get_array_module(x)
-    kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
-    padding = pair(padding, "padding", "im2col")
-    n, c, h, w = x.shape
-    kh, kw = kernel
-    oh, ow = check_window("im2col", x.shape, kernel, stride, padding)
-    x_padded = _padded_input(x, padding, workspace)
-    shape = (c, kh, kw, n, oh, ow)
-    cols = xp.empty(shape, dtype=x.dtype) if workspace is None else \
-        workspace.get("im2col.cols", shape, x.dtype, x)
-    cols[...] = windows(x_padded, kernel, stride, (oh, ow)).transpose(1, 2, 3, 0, 4, 5)
+    win = _windows_of(x, kernel, stride, padding, workspace)
+    n, c, kh, kw, oh, ow = win.shape
+    cols = _kept_or_new(x, (c, kh, kw, n, oh, ow), workspace, "im2col.cols")
+    cols[...] = win.transpose(1, 2, 3, 0, 4, 5)
     return cols.reshape(c * kh * kw, n * oh * ow)
 
 
@@ -120,17 +127,10 @@ def im2col_per_image(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     already the output's (N, O, OH, OW) layout, and the copy reads the windows in their own order.
     Chapter 12 says when this layout is the faster one.
     """
-    xp = get_array_module(x)
-    kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
-    padding = pair(padding, "padding", "im2col")
-    n, c, h, w = x.shape
-    kh, kw = kernel
-    oh, ow = check_window("im2col", x.shape, kernel, stride, padding)
-    x_padded = _padded_input(x, padding, workspace)
-    shape = (n, c, kh, kw, oh, ow)
-    cols = xp.empty(shape, dtype=x.dtype) if workspace is None else \
-        workspace.get("im2col.cols_per_image", shape, x.dtype, x)
-    cols[...] = windows(x_padded, kernel, stride, (oh, ow))
+    win = _windows_of(x, kernel, stride, padding, workspace)
+    n, c, kh, kw, oh, ow = win.shape
+    cols = _kept_or_new(x, win.shape, workspace, "im2col.cols_per_image")
+    cols[...] = win
     return cols.reshape(n, c * kh * kw, oh * ow)
 
 
