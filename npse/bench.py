@@ -199,6 +199,7 @@ def conv_gemm_floor(setup, repeats=3):
     from .models.summary import leaf_modules
     from .nn import Conv2d
     from .nn.conv2d import uses_per_image
+    from .nn.im2col import conv_output_size
     xp = setup.xp
     convs = [(n, m) for n, m in leaf_modules(setup.model) if isinstance(m, Conv2d)]
     shapes = {name: tuple(x.shape) for name, x in _layer_inputs(setup, convs).items()}
@@ -210,27 +211,21 @@ def conv_gemm_floor(setup, repeats=3):
     for name, m in convs:
         n, c, h, w = shapes[name]
         o, (kh, kw), (sh, sw), (ph, pw) = m.out_channels, m.kernel_size, m.stride, m.padding
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        k = c * kh * kw
+        oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+        k, pixels = c * kh * kw, oh * ow
         w2 = rand(o, k)
         if uses_per_image(xp, (oh, ow)):         # the layout the layer itself takes
-            cols, dy3 = rand(n, k, oh * ow), rand(n, o, oh * ow)
-            y, dw = xp.empty((n, o, oh * ow), xp.float32), xp.empty((n, o, k), xp.float32)
-            products = [(w2, cols, y), (dy3, cols.transpose(0, 2, 1), dw)]
-            if (sh, sw) == (1, 1):
-                products.append((rand(c, o * kh * kw), rand(n, o * kh * kw, h * w), None))
-            else:
-                products.append((w2.T, rand(o, n * oh * ow), None))
+            cols, dy = rand(n, k, pixels), rand(n, o, pixels)
+            cols_t, dy_patches = cols.transpose(0, 2, 1), (n, o * kh * kw, h * w)
         else:
-            cols, dy2 = rand(k, n * oh * ow), rand(o, n * oh * ow)
-            y, dw = xp.empty((o, n * oh * ow), xp.float32), xp.empty((o, k), xp.float32)
-            products = [(w2, cols, y), (dy2, cols.T, dw)]
-            if (sh, sw) == (1, 1):
-                products.append((rand(c, o * kh * kw), rand(o * kh * kw, n * h * w), None))
-            else:
-                products.append((w2.T, dy2, None))
-        for a, b, out in products:
-            out = xp.empty(xp.matmul(a, b).shape, xp.float32) if out is None else out
+            cols, dy = rand(k, n * pixels), rand(o, n * pixels)
+            cols_t, dy_patches = cols.T, (o * kh * kw, n * h * w)
+        if (sh, sw) == (1, 1):                   # dx as a convolution of dy with the flipped kernel
+            dx_product = (rand(c, o * kh * kw), rand(*dy_patches))
+        else:                                    # dx by col2im of W2^T @ dY2
+            dx_product = (w2.T, rand(o, n * pixels))
+        for a, b in [(w2, cols), (dy, cols_t), dx_product]:
+            out = xp.matmul(a, b)                # the kept output, made once outside the timing
             total += _median_time(lambda: xp.matmul(a, b, out=out), repeats, xp)
     return total
 
@@ -357,7 +352,8 @@ def run(args) -> int:
     if any(b < 2 for b in batches) or repeats < 1:
         raise ValueError("batch sizes must be >= 2 and --repeats >= 1")
     xp = backend.module()
-    device = "cuda" if backend.get_backend() == "cupy" else "cpu"
+    on_gpu = backend.get_backend() == "cupy"
+    device = "cuda" if on_gpu else "cpu"
     use_torch = not args.no_torch
     if use_torch:
         try:
@@ -382,7 +378,6 @@ def run(args) -> int:
             if use_torch:
                 t_train, t_eval, t_sync = _torch_steps(models.build_model(name).config, batch, device)
                 steps += [(t_train, t_sync), (t_eval, t_sync)]
-            on_gpu = xp.__name__.startswith("cupy")
             times = interleaved_times(steps, repeats, warmup=5 if on_gpu else 2,
                                       pause=0.5 if use_torch and not on_gpu else 0.0)
             step, ev = times[:2]
@@ -419,7 +414,6 @@ def run(args) -> int:
         print(f"{'sum':<60}{sum(r[3] for r in rows):>9.1f}{sum(r[4] for r in rows):>10.1f}")
     if not args.no_profile:
         setup = _Setup(first, batch)
-        on_gpu = xp.__name__.startswith("cupy")
         if on_gpu:
             for b in sorted(set(batches)):
                 host, whole = host_and_device_time(_Setup(first, b), repeats)
