@@ -110,8 +110,8 @@ def batchnorm2d_backward(dy, cache):
 # ----------------------------------------------------------------------------- fused (GPU)
 # On the GPU a training step is launch-bound (docs/12-speed.md): written as array expressions,
 # one BatchNorm layer launches about twenty small kernels forward and as many backward. The two
-# functions below compute the same numbers in six or seven launches each way, with CuPy kernels whose
-# bodies are the formulas of the module docstring. They run only on CuPy (``backend.use_fused``);
+# functions below compute the same numbers in six or seven launches each way, with CuPy kernels
+# whose bodies are the formulas of the module docstring. They run only on CuPy (``backend.use_fused``);
 # the plain functions above are their reference, and tests/test_gpu.py compares the two.
 
 _KERNELS: dict = {}
@@ -146,13 +146,13 @@ def _kernel(name):
                 "npse_bn_evaluate"),
             backward_factors=cp.ElementwiseKernel(
                 "T sum_dy, T sum_dy_c, T gamma, T inv_std, T inv_m, T train",
-                "T dgamma, T scale, T k1, T k2",
+                "T dgamma, T scale, T k1, T k0",
                 "dgamma = sum_dy_c * inv_std; scale = gamma * inv_std;"
-                "k1 = train * scale * inv_std * dgamma * inv_m; k2 = train * scale * sum_dy * inv_m;",
+                "k1 = train * scale * inv_std * dgamma * inv_m; k0 = train * scale * sum_dy * inv_m;",
                 "npse_bn_backward_factors"),
             input_grad=cp.ElementwiseKernel(
-                "T dy, T centred, T scale, T k1, T k2", "T dx",
-                "dx = dy * scale - centred * k1 - k2", "npse_bn_input_grad"),
+                "T dy, T centred, T scale, T k1, T k0", "T dx",
+                "dx = dy * scale - centred * k1 - k0", "npse_bn_input_grad"),
         )
     return _KERNELS[name]
 
@@ -197,10 +197,11 @@ def batchnorm2d_backward_fused(dy, cache):
     t = dy.dtype.type
     dbeta = _channel_reduce("row_sum", dy)
     sum_dy_c = _channel_reduce("row_product_sum", dy, centred)
-    dgamma, scale, k1, k2 = _kernel("backward_factors")(
+    # dx = scale * dy - k1 * (x - mu) - k0, the factors of chapter 12 (zero in evaluation mode)
+    dgamma, scale, k1, k0 = _kernel("backward_factors")(
         dbeta, sum_dy_c, gamma, inv_std, t(1.0 / (n * h * w)), t(1.0 if training else 0.0))
     dx = _kernel("input_grad")(dy, centred, _per_channel(scale), _per_channel(k1),
-                               _per_channel(k2))
+                               _per_channel(k0))
     return dx, dgamma, dbeta
 
 
