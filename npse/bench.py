@@ -258,12 +258,15 @@ def _category(filename, funcname):
     if "npse/" not in path:
         return None
     if path.endswith("nn/im2col.py"):
-        if funcname in ("im2col", "im2col_per_image", "windows", "pad2d", "_padded_input", "_windows_of",
-                        "_kept_or_new"):
+        if funcname in ("im2col", "im2col_per_image", "im2col_channels_last", "windows", "pad2d",
+                        "_padded_input", "_windows_of", "_kept_or_new"):
             return "im2col"
-        return "col2im" if funcname == "col2im" else None
-    if path.endswith("nn/conv2d.py") and funcname in ("conv2d_forward", "conv2d_backward", "_batch_columns",
-                                                        "conv2d_input_grad_by_convolution"):
+        return "col2im" if funcname in ("col2im", "col2im_channels_last") else None
+    if path.endswith("nn/conv2d.py") and funcname in (
+            "conv2d_forward", "conv2d_backward", "_batch_columns", "conv2d_input_grad_by_convolution",
+            "conv2d_forward_channels_last", "conv2d_backward_channels_last"):
+        return "GEMM + layout copies"
+    if path.endswith("nn/layout.py"):
         return "GEMM + layout copies"
     if path.endswith("nn/batchnorm2d.py") and funcname != "forward" and funcname != "backward":
         return "BatchNorm"

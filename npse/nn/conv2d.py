@@ -14,12 +14,23 @@ swapped.  It needs no col2im; tests compare it with the plain route.
 Where an image has many output pixels, NumPy runs the same products faster as one product per
 image (:func:`~npse.nn.im2col.im2col_per_image`, :func:`uses_per_image`): Y[n] = W2 @ X[n] is
 already in the output's (N, O, OH, OW) layout, and dW2 = sum over n of dY[n] @ X[n]^T.
+
+An input stored channels last (:mod:`~npse.nn.layout`) takes the transposed formulation, with one
+row per output pixel (:func:`conv2d_forward_channels_last`):
+
+    forward:   Yr = Xr @ Wr^T + b      Xr (N*OH*OW, KH*KW*C), Wr = W as (O, KH*KW*C), Yr (N*OH*OW, O)
+    backward:  dWr = dYr^T @ Xr,   db = sum of dYr over its rows,   dXr = dYr @ Wr
+
+The same numbers in another order; Yr is the output stored channels last, so layer after layer
+no transpose is needed. The tests compare every layout with every other.
 """
 from __future__ import annotations
 
 from ..backend import get_array_module
 from . import init
-from .im2col import check_window, col2im, im2col, im2col_per_image, pair
+from .im2col import (check_window, col2im, col2im_channels_last, im2col, im2col_channels_last,
+                     im2col_per_image, pair)
+from .layout import from_nhwc, is_channels_last, nhwc
 from .module import Module, Parameter, check_array, grad_enabled
 from .workspace import Workspace
 
@@ -44,19 +55,27 @@ def uses_per_image(xp, out_size) -> bool:
     return xp.__name__ == "numpy" and out_size[0] * out_size[1] >= PER_IMAGE_MIN_PIXELS
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None, per_image=None):
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None, per_image=None,
+                   channels_last=None):
     """y = conv2d(x, weight) + bias.
 
     x (N, C, H, W), weight (O, C, KH, KW), bias (O,) or None -> y (N, O, OH, OW), cache.
     ``workspace`` (optional) keeps the big im2col matrix between calls; y is always a new array.
-    ``per_image``: one product per image (True) or one for the batch (False); None chooses by
-    :func:`uses_per_image`. Both give the same numbers; the tests compare them.
+    ``channels_last``: the row-per-pixel formulation, whose y is stored channels last (True), or
+    the column one, whose y is contiguous (False); None takes the one that matches how x is
+    stored (:func:`~npse.nn.layout.is_channels_last`).
+    ``per_image`` (column formulation only): one product per image (True) or one for the batch
+    (False); None chooses by :func:`uses_per_image`. All give the same numbers; the tests compare them.
     """
     xp = get_array_module(x, weight, bias)
     stride, padding = pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d")
     n = x.shape[0]
     o, c, kh, kw = weight.shape
     oh, ow = check_window("Conv2d", x.shape, (kh, kw), stride, padding)
+    if channels_last is None:
+        channels_last = is_channels_last(x)
+    if channels_last:
+        return conv2d_forward_channels_last(x, weight, bias, stride, padding, workspace)
     if per_image is None:
         per_image = uses_per_image(xp, (oh, ow))
     if per_image:
@@ -64,7 +83,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None, pe
         y = xp.matmul(weight.reshape(o, -1), cols)                        # (N, O, OH*OW)
         if bias is not None:
             y += bias.reshape(1, o, 1)
-        return y.reshape(n, o, oh, ow), (x.shape, cols, weight, bias is not None, stride, padding)
+        return y.reshape(n, o, oh, ow), (x.shape, cols, weight, bias is not None, stride, padding,
+                                         "per_image")
     cols = im2col(x, (kh, kw), stride, padding, workspace)           # (C*KH*KW, N*OH*OW)
     if workspace is None:
         y2 = weight.reshape(o, -1) @ cols                             # (O, N*OH*OW)
@@ -77,8 +97,24 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None, pe
         y[...] = y4
     else:
         xp.add(y4, bias.reshape(1, o, 1, 1), out=y)
-    cache = (x.shape, cols, weight, bias is not None, stride, padding)
+    cache = (x.shape, cols, weight, bias is not None, stride, padding, "batch")
     return y, cache
+
+
+def conv2d_forward_channels_last(x, weight, bias, stride, padding, workspace=None):
+    """:func:`conv2d_forward` with one patch *row* per output pixel; y is stored channels last.
+
+    x may be stored either way (a contiguous x is copied into channels last first).
+    """
+    n = x.shape[0]
+    o, c, kh, kw = weight.shape
+    oh, ow = check_window("Conv2d", x.shape, (kh, kw), stride, padding)
+    rows = im2col_channels_last(nhwc(x), (kh, kw), stride, padding, workspace)   # (N*OH*OW, KH*KW*C)
+    y_rows = rows @ weight.transpose(0, 2, 3, 1).reshape(o, -1).T              # (N*OH*OW, O)
+    if bias is not None:
+        y_rows += bias
+    cache = (x.shape, rows, weight, bias is not None, stride, padding, "channels_last")
+    return from_nhwc(y_rows.reshape(n, oh, ow, o)), cache
 
 
 def conv2d_backward(dy, cache, fast=True):
@@ -87,12 +123,14 @@ def conv2d_backward(dy, cache, fast=True):
     ``fast=True`` takes :func:`conv2d_input_grad_by_convolution` where it applies (stride 1);
     ``fast=False`` always takes the plain col2im route.
     """
-    x_shape, cols, weight, has_bias, stride, padding = cache
+    x_shape, cols, weight, has_bias, stride, padding, layout = cache
+    if layout == "channels_last":
+        return conv2d_backward_channels_last(dy, cache, fast)
     xp = get_array_module(dy)
     n, o, oh, ow = dy.shape
     kh, kw = weight.shape[2:]
     dy2 = None
-    if cols.ndim == 3:                     # the forward pass made one patch matrix per image
+    if layout == "per_image":              # the forward pass made one patch matrix per image
         dy3 = dy.reshape(n, o, oh * ow)
         products = _backward_workspace.get("conv.dweight_per_image", (n, o, cols.shape[1]),
                                            dy.dtype, dy)
@@ -104,11 +142,28 @@ def conv2d_backward(dy, cache, fast=True):
         dweight = (dy2 @ cols.T).reshape(weight.shape)
         dbias = dy2.sum(axis=1) if has_bias else None
     if fast and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
-        dx = conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, cols.ndim == 3)
+        dx = conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, layout == "per_image")
     else:
         dy2 = _batch_columns(dy) if dy2 is None else dy2
         dcols = weight.reshape(o, -1).T @ dy2                         # (C*KH*KW, N*OH*OW)
         dx = col2im(dcols, x_shape, (kh, kw), stride, padding)
+    return dx, dweight, dbias
+
+
+def conv2d_backward_channels_last(dy, cache, fast=True):
+    """:func:`conv2d_backward` for a cache of :func:`conv2d_forward_channels_last`: dx is stored
+    channels last; dy may be stored either way."""
+    x_shape, rows, weight, has_bias, stride, padding, _ = cache
+    o, c, kh, kw = weight.shape
+    dy_rows = nhwc(dy).reshape(-1, o)                                 # (N*OH*OW, O)
+    dweight = (dy_rows.T @ rows).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+    dweight = get_array_module(dy).ascontiguousarray(dweight)         # (O, C, KH, KW), as W
+    dbias = dy_rows.sum(axis=0) if has_bias else None
+    if fast and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
+        dx = conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, channels_last=True)
+    else:
+        drows = dy_rows @ weight.transpose(0, 2, 3, 1).reshape(o, -1)  # (N*OH*OW, KH*KW*C)
+        dx = from_nhwc(col2im_channels_last(drows, x_shape, (kh, kw), stride, padding))
     return dx, dweight, dbias
 
 
@@ -120,19 +175,25 @@ def _batch_columns(dy):
     return dy2.reshape(o, -1)
 
 
-def conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, per_image=None):
+def conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, per_image=None,
+                                     channels_last=False):
     """dx for a stride-1 convolution, computed as a convolution of dy (no col2im).
 
     dx[n, c, i, j] = sum over o, ky, kx of dy[n, o, i + P - ky, j + P - kx] * W[o, c, ky, kx]
                    = conv2d(dy padded by K-1-P, W'),  W'[c, o, ky, kx] = W[o, c, K-1-ky, K-1-kx].
-    Needs P <= K-1 (true for every 'same' or 'valid' convolution). ``per_image`` as in
-    :func:`conv2d_forward`.
+    Needs P <= K-1 (true for every 'same' or 'valid' convolution). ``per_image`` and
+    ``channels_last`` (dx stored channels last, by patch rows) as in :func:`conv2d_forward`.
     """
     xp = get_array_module(dy)
     o, c, kh, kw = weight.shape
     n, _, h, w = x_shape
-    flipped = xp.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
     pad = (kh - 1 - padding[0], kw - 1 - padding[1])
+    flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)         # W' (C, O, KH, KW)
+    if channels_last:
+        dy_rows = im2col_channels_last(nhwc(dy), (kh, kw), (1, 1), pad, _backward_workspace)
+        dx_rows = dy_rows @ flipped.transpose(0, 2, 3, 1).reshape(c, -1).T   # (N*H*W, C)
+        return from_nhwc(dx_rows.reshape(n, h, w, c))
+    flipped = xp.ascontiguousarray(flipped).reshape(c, -1)
     if per_image is None:
         per_image = uses_per_image(xp, (h, w))
     if per_image:

@@ -134,6 +134,62 @@ def im2col_per_image(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     return cols.reshape(n, c * kh * kw, oh * ow)
 
 
+def im2col_channels_last(x_nhwc, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
+    """Patches of a channels-last input as *rows*: x_nhwc (N, H, W, C) -> (N*OH*OW, KH*KW*C).
+
+    Row index is the output pixel (n, oy, ox); column index is (ky, kx, c) in C order, matching
+    ``weight.transpose(0, 2, 3, 1).reshape(O, KH*KW*C)``. The product with that matrix's transpose
+    is the output as (N*OH*OW, O): the next layer's channels-last input, with no transpose. The
+    copy reads KW*C neighbouring numbers at a time (a whole row of the window), where the (N, C,
+    H, W) layout reads runs of OW. Chapter 12 measures the difference.
+    """
+    kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
+    padding = pair(padding, "padding", "im2col")
+    n, h, w, c = x_nhwc.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh, ow = check_window("im2col", (n, c, h, w), kernel, stride, padding)
+    xp = get_array_module(x_nhwc)
+    if ph or pw:
+        shape = (n, h + 2 * ph, w + 2 * pw, c)
+        if workspace is None:
+            x_padded = xp.zeros(shape, dtype=x_nhwc.dtype)
+        else:   # the border stays zero, as in _padded_input
+            x_padded = workspace.get(f"im2col.padded_cl{ph},{pw}", shape, x_nhwc.dtype, x_nhwc,
+                                     zeros=True)
+        x_padded[:, ph:ph + h, pw:pw + w] = x_nhwc
+    else:
+        x_padded = x_nhwc
+    s_n, s_h, s_w, s_c = x_padded.strides
+    win = xp.lib.stride_tricks.as_strided(     # win[n, oy, ox, ky, kx, c] = x_padded[n, oy*SH+ky, ox*SW+kx, c]
+        x_padded, shape=(n, oh, ow, kh, kw, c),
+        strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
+    )
+    cols = _kept_or_new(x_nhwc, win.shape, workspace, "im2col.cols_channels_last")
+    cols[...] = win
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def col2im_channels_last(rows, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
+    """The adjoint of :func:`im2col_channels_last`: (N*OH*OW, KH*KW*C) -> (N, H, W, C).
+
+    ``x_shape`` is the input's (N, C, H, W). As :func:`col2im`: one strided ``+=`` per (ky, kx).
+    """
+    xp = get_array_module(rows)
+    kernel, stride = pair(kernel, "kernel", "col2im"), pair(stride, "stride", "col2im")
+    padding = pair(padding, "padding", "col2im")
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh, ow = check_window("col2im", x_shape, kernel, stride, padding)
+    rows = rows.reshape(n, oh, ow, kh, kw, c)
+    dx_padded = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=rows.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            dx_padded[:, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw] += rows[:, :, :, ky, kx]
+    if ph == 0 and pw == 0:
+        return dx_padded
+    return xp.ascontiguousarray(dx_padded[:, ph:ph + h, pw:pw + w])
+
+
 def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
     """The adjoint of :func:`im2col`: (C*KH*KW, N*OH*OW) columns -> (N, C, H, W).
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from .im2col import check_window, pad2d, pair, windows
+from .layout import from_nhwc, is_channels_last, nhwc
 from .module import Module, check_array
 
 
@@ -97,15 +98,23 @@ def avgpool2d_backward(dy, cache):
 
 # --- global pooling --------------------------------------------------------------------------------
 def global_avgpool2d_forward(x):
-    """x (N, C, H, W) -> z (N, C), the mean over H and W; cache is the input shape."""
-    return x.mean(axis=(2, 3), dtype=x.dtype), x.shape
+    """x (N, C, H, W) -> z (N, C), the mean over H and W; the cache is the input's shape and
+    whether it is stored channels last (dx is stored the same way)."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    if is_channels_last(x):   # a product with a vector of 1/(H*W): one pass over (N, H*W, C)
+        z = xp.full(h * w, 1.0 / (h * w), dtype=x.dtype) @ nhwc(x).reshape(n, h * w, c)
+        return z, (x.shape, True)
+    return x.mean(axis=(2, 3), dtype=x.dtype), (x.shape, False)
 
 
 def global_avgpool2d_backward(dz, cache):
     """dz (N, C) -> dx (N, C, H, W) = dz / (H*W) broadcast over every pixel."""
     xp = get_array_module(dz)
-    n, c, h, w = cache
-    return xp.broadcast_to((dz / (h * w))[:, :, None, None], cache).copy()
+    (n, c, h, w), channels_last = cache
+    if channels_last:
+        return from_nhwc(xp.broadcast_to((dz / (h * w))[:, None, None, :], (n, h, w, c)).copy())
+    return xp.broadcast_to((dz / (h * w))[:, :, None, None], (n, c, h, w)).copy()
 
 
 def global_maxpool2d_forward(x):

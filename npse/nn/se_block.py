@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..backend import get_array_module
 from . import activations, linear, pooling
 from .init import as_rng
+from .layout import is_channels_last, nhwc
 from .linear import Linear
 from .module import Module, check_array
 
@@ -41,9 +42,13 @@ def _choice(layer, name, value, options):
 
 def spatial_dot(a, b):
     """sum over H and W of a * b, both (N, C, H, W) -> (N, C), without making the product array:
-    one dot product per (n, c) row of the (N*C, H*W) views.  Equals ``(a * b).sum(axis=(2, 3))``."""
+    one dot product per (n, c) row of the (N*C, H*W) views.  Equals ``(a * b).sum(axis=(2, 3))``.
+    If ``a`` is stored channels last, the sums run down the columns of (N, H*W, C) views instead."""
     xp = get_array_module(a, b)
     n, c, h, w = a.shape
+    if is_channels_last(a):
+        a3, b3 = nhwc(a).reshape(n, h * w, c), nhwc(b).reshape(n, h * w, c)
+        return xp.einsum("npc,npc->nc", a3, b3)
     a2, b2 = a.reshape(n * c, h * w), b.reshape(n * c, h * w)
     rows = xp.vecdot(a2, b2) if hasattr(xp, "vecdot") else xp.einsum("ij,ij->i", a2, b2)
     return rows.reshape(n, c)
