@@ -80,7 +80,7 @@ class _Setup:
         self.model.train()
         self.model.zero_grad()
         self.loss_fn(self.model(self.x), self.y)
-        self.model.backward(self.loss_fn.backward())
+        self.model.backward(self.loss_fn.backward(), input_grad=False)
         self.optimizer.step()
 
     def eval_step(self):

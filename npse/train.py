@@ -514,7 +514,7 @@ def _train(config: TrainConfig, out: Path, log) -> dict:
                     correct += int(pending_correct)
                     pending_loss, pending_correct, first_pending = 0.0, 0, i + 1
                 opt.zero_grad()
-                model.backward(loss_fn.backward())
+                model.backward(loss_fn.backward(), input_grad=False)
                 opt.step()
                 iteration += 1
                 seen += b

@@ -1,5 +1,7 @@
 """Channels-last memory format: every layer that reads it gives the numbers of the contiguous path,
 and its gradients pass the central-difference check with inputs stored channels last."""
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
@@ -9,7 +11,9 @@ from npse import models, nn
 from npse.gradcheck import gradcheck, relative_error
 from npse.nn.batchnorm2d import ChannelsLastRows, channel_view
 from npse.nn.im2col import col2im_channels_last, im2col, im2col_channels_last
-from npse.nn.layout import is_channels_last, nhwc, to_channels_last
+from npse.nn import conv2d
+from npse.nn.layout import from_nhwc, is_channels_last, nhwc, to_channels_last
+from npse.nn.workspace import Workspace
 from npse.nn.se_block import spatial_dot
 from strategies import batch, normal, seeds, window_cases
 
@@ -60,12 +64,46 @@ def test_conv2d_channels_last_agrees_with_contiguous(backend_name, case, out_cha
         assert cache2[-1] == "channels_last"
         assert_same(y2, y1)
         assert is_channels_last(y2) or out_channels == 1 or y2.shape[2] * y2.shape[3] == 1
+        y3, _ = nn.conv2d_forward(to_channels_last(x), w, b, case.stride, case.padding,
+                                  channels_last=True, for_backward=False)   # by kernel rows if it may
+        assert_same(y3, y1)
         dy = xp.asarray(normal(rng, y1.shape))
-        for fast in (True, False):
+        for fast, max_channels in ((True, 16), (True, 0), (False, 16)):
             reference = nn.conv2d_backward(dy, cache1, fast=fast)
-            for dy_stored in (dy, to_channels_last(dy)):
-                for a, r in zip(nn.conv2d_backward(dy_stored, cache2, fast=fast), reference):
-                    assert_same(a, r)
+            with kernel_rows_up_to(max_channels):    # dx by kernel rows, and by one product
+                for dy_stored in (dy, to_channels_last(dy)):
+                    for a, r in zip(nn.conv2d_backward(dy_stored, cache2, fast=fast), reference):
+                        assert_same(a, r)
+
+
+@contextmanager
+def kernel_rows_up_to(channels):
+    """Temporarily sets the channel limit of :func:`~npse.nn.conv2d.uses_kernel_rows`."""
+    kept = conv2d.KERNEL_ROWS_MAX_CHANNELS
+    conv2d.KERNEL_ROWS_MAX_CHANNELS = channels
+    try:
+        yield
+    finally:
+        conv2d.KERNEL_ROWS_MAX_CHANNELS = kept
+
+
+@given(case=window_cases(max_stride=1), out_channels=st.integers(1, 4), bias=st.booleans())
+def test_conv2d_by_kernel_rows_equals_one_product(case, out_channels, bias):
+    """NumPy only, as the layer uses it: KH products over kernel-column patches, with and without
+    a workspace, give the patch-row product's y."""
+    rng = np.random.default_rng(case.seed)
+    x = to_channels_last(normal(rng, (case.n, case.c + 1, case.h, case.w)))
+    w = normal(rng, (out_channels, case.c + 1) + case.kernel)
+    reference, _ = nn.conv2d_forward(x, w, None, 1, case.padding, channels_last=True)
+    for workspace in (None, Workspace(), Workspace()):   # the second one's buffers are reused
+        y = conv2d.conv2d_by_kernel_rows(nhwc(x), w, case.padding, workspace)
+        y = conv2d.conv2d_by_kernel_rows(nhwc(x), w, case.padding, workspace)
+        assert_same(from_nhwc(y), reference)
+
+
+def test_kernel_rows_are_used_only_where_they_measured_faster():
+    assert conv2d.uses_kernel_rows(np, 16, (1, 1)) and conv2d.uses_kernel_rows(np, 3, (1, 1))
+    assert not conv2d.uses_kernel_rows(np, 32, (1, 1)) and not conv2d.uses_kernel_rows(np, 16, (2, 1))
 
 
 @given(case=window_cases(), out_channels=st.integers(1, 4), bias=st.booleans())

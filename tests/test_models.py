@@ -96,3 +96,16 @@ def test_model_errors():
         models.build_model("resnet21")
     with pytest.raises(ValueError, match=r"CifarResNet: input has 1 channels .* expected 3"):
         models.resnet20()(np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients():
+    grads = []
+    for input_grad in (True, False):
+        model = cifar_resnet(depth=8, se="standard", seed=4, **TINY)
+        x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+        model(x)
+        dx = model.backward(np.ones((2, 10)), input_grad=input_grad)
+        assert (dx is None) == (not input_grad)
+        grads.append([p.grad.copy() for _, p in model.named_parameters()])
+    for a, b in zip(*grads):
+        assert np.array_equal(a, b)

@@ -256,11 +256,16 @@ class CifarResNet(Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.pool(x))
 
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_grad=True):
+        """dlogits (N, classes) -> dL/dx (N, 3, H, W), accumulating every parameter's gradient.
+
+        ``input_grad=False`` returns None and skips the first convolution's input gradient, which
+        training never uses (PyTorch likewise computes none for an input that does not require one).
+        """
         check_array(dlogits, "CifarResNet.backward", 2, self.dtype, self.config["num_classes"], what="dlogits")
         d = self.pool.backward(self.fc.backward(dlogits))
         d = self.layer1.backward(self.layer2.backward(self.layer3.backward(d)))
-        return self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+        return self.conv1.backward(self.bn1.backward(self.relu.backward(d)), input_grad=input_grad)
 
     def se_blocks(self):
         """[(dotted name, SE module)] in depth order: their ``.gate`` after a forward pass is what

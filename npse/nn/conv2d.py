@@ -55,8 +55,21 @@ def uses_per_image(xp, out_size) -> bool:
     return xp.__name__ == "numpy" and out_size[0] * out_size[1] >= PER_IMAGE_MIN_PIXELS
 
 
+#: Channels-last stride-1 convolutions with at most this many input channels (NumPy only) are
+#: computed by kernel rows (:func:`conv2d_by_kernel_rows`) where no patch matrix has to be kept.
+#: Measured on 2 cores (docs/12-speed.md): 16 channels 14-18 ms vs 22 ms per 3x3 convolution at
+#: batch 128 and 32x32; 32 and 64 channels slower than one product.
+KERNEL_ROWS_MAX_CHANNELS = 16
+
+
+def uses_kernel_rows(xp, channels, stride) -> bool:
+    """Whether a channels-last convolution over ``channels`` input channels with ``stride`` is
+    computed by :func:`conv2d_by_kernel_rows` when it need not keep its patches."""
+    return xp.__name__ == "numpy" and stride == (1, 1) and channels <= KERNEL_ROWS_MAX_CHANNELS
+
+
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None, per_image=None,
-                   channels_last=None):
+                   channels_last=None, for_backward=True):
     """y = conv2d(x, weight) + bias.
 
     x (N, C, H, W), weight (O, C, KH, KW), bias (O,) or None -> y (N, O, OH, OW), cache.
@@ -66,6 +79,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None, pe
     stored (:func:`~npse.nn.layout.is_channels_last`).
     ``per_image`` (column formulation only): one product per image (True) or one for the batch
     (False); None chooses by :func:`uses_per_image`. All give the same numbers; the tests compare them.
+    ``for_backward=False``: no backward pass will follow (see :func:`conv2d_forward_channels_last`).
     """
     xp = get_array_module(x, weight, bias)
     stride, padding = pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d")
@@ -75,7 +89,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None, pe
     if channels_last is None:
         channels_last = is_channels_last(x)
     if channels_last:
-        return conv2d_forward_channels_last(x, weight, bias, stride, padding, workspace)
+        return conv2d_forward_channels_last(x, weight, bias, stride, padding, workspace, for_backward)
     if per_image is None:
         per_image = uses_per_image(xp, (oh, ow))
     if per_image:
@@ -101,14 +115,23 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, workspace=None, pe
     return y, cache
 
 
-def conv2d_forward_channels_last(x, weight, bias, stride, padding, workspace=None):
+def conv2d_forward_channels_last(x, weight, bias, stride, padding, workspace=None,
+                                 for_backward=True):
     """:func:`conv2d_forward` with one patch *row* per output pixel; y is stored channels last.
 
-    x may be stored either way (a contiguous x is copied into channels last first).
+    x may be stored either way (a contiguous x is copied into channels last first). With
+    ``for_backward=False`` (evaluation) nothing is kept for a backward pass, and where
+    :func:`uses_kernel_rows` says so, y comes from :func:`conv2d_by_kernel_rows`; the cache is None.
     """
+    xp = get_array_module(x, weight, bias)
     n = x.shape[0]
     o, c, kh, kw = weight.shape
     oh, ow = check_window("Conv2d", x.shape, (kh, kw), stride, padding)
+    if not for_backward and uses_kernel_rows(xp, c, stride):
+        y = conv2d_by_kernel_rows(nhwc(x), weight, padding, workspace)            # (N, OH, OW, O)
+        if bias is not None:
+            y += bias
+        return from_nhwc(y), None
     rows = im2col_channels_last(nhwc(x), (kh, kw), stride, padding, workspace)   # (N*OH*OW, KH*KW*C)
     y_rows = rows @ weight.transpose(0, 2, 3, 1).reshape(o, -1).T              # (N*OH*OW, O)
     if bias is not None:
@@ -117,15 +140,16 @@ def conv2d_forward_channels_last(x, weight, bias, stride, padding, workspace=Non
     return from_nhwc(y_rows.reshape(n, oh, ow, o)), cache
 
 
-def conv2d_backward(dy, cache, fast=True):
+def conv2d_backward(dy, cache, fast=True, input_grad=True):
     """dy (N, O, OH, OW) -> dx (N, C, H, W), dweight (O, C, KH, KW), dbias (O,) or None.
 
     ``fast=True`` takes :func:`conv2d_input_grad_by_convolution` where it applies (stride 1);
-    ``fast=False`` always takes the plain col2im route.
+    ``fast=False`` always takes the plain col2im route. ``input_grad=False`` skips dx (returned
+    as None): a network's first layer, whose input is the data, needs only its weight gradient.
     """
     x_shape, cols, weight, has_bias, stride, padding, layout = cache
     if layout == "channels_last":
-        return conv2d_backward_channels_last(dy, cache, fast)
+        return conv2d_backward_channels_last(dy, cache, fast, input_grad)
     xp = get_array_module(dy)
     n, o, oh, ow = dy.shape
     kh, kw = weight.shape[2:]
@@ -141,7 +165,9 @@ def conv2d_backward(dy, cache, fast=True):
         dy2 = _batch_columns(dy)                                      # (O, N*OH*OW)
         dweight = (dy2 @ cols.T).reshape(weight.shape)
         dbias = dy2.sum(axis=1) if has_bias else None
-    if fast and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
+    if not input_grad:
+        dx = None
+    elif fast and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
         dx = conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, layout == "per_image")
     else:
         dy2 = _batch_columns(dy) if dy2 is None else dy2
@@ -150,7 +176,35 @@ def conv2d_backward(dy, cache, fast=True):
     return dx, dweight, dbias
 
 
-def conv2d_backward_channels_last(dy, cache, fast=True):
+def conv2d_by_kernel_rows(x_nhwc, weight, padding, workspace=None):
+    """A stride-1 convolution of x_nhwc (N, H, W, C) as KH products: y (N, OH, OW, O), a new array.
+
+    Output row oy reads input rows oy + ky, ky = 0..KH-1. So instead of im2col's KH*KW copies of
+    the input, copy only the KW column shifts of every padded input row,
+    E[n, r, ox, (kx, c)] = x_padded[n, r, ox + kx, c] (im2col with a 1 x KW kernel, KW copies), and
+    add up one product per kernel row:  Y[n] = sum over ky of E[n, ky*OW : ky*OW + OH*OW] @ Wky,
+    with Wky[(kx, c), o] = W[o, c, ky, kx]. Each slice of E is a plain matrix (no copy), since the
+    rows of one image follow each other in memory. Less copying, smaller products: faster where
+    C is small (:func:`uses_kernel_rows`); tests compare it with :func:`conv2d_forward`.
+    """
+    xp = get_array_module(x_nhwc)
+    n, h, w, c = x_nhwc.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = check_window("Conv2d", (n, c, h, w), (kh, kw), (1, 1), padding)
+    e = im2col_channels_last(x_nhwc, (1, kw), (1, 1), padding, workspace)     # (N*HP*OW, KW*C)
+    e = e.reshape(n, -1, kw * c)                                               # (N, HP*OW, KW*C)
+    y = xp.empty((n, oh * ow, o), dtype=x_nhwc.dtype)
+    part = y if kh == 1 else xp.empty_like(y) if workspace is None else workspace.get(
+        "conv.kernel_row_product", y.shape, y.dtype, y)
+    for ky in range(kh):
+        w_ky = weight[:, :, ky].transpose(2, 1, 0).reshape(kw * c, o)       # rows (kx, c)
+        xp.matmul(e[:, ky * ow:ky * ow + oh * ow], w_ky, out=y if ky == 0 else part)
+        if ky:
+            y += part
+    return y.reshape(n, oh, ow, o)
+
+
+def conv2d_backward_channels_last(dy, cache, fast=True, input_grad=True):
     """:func:`conv2d_backward` for a cache of :func:`conv2d_forward_channels_last`: dx is stored
     channels last; dy may be stored either way."""
     x_shape, rows, weight, has_bias, stride, padding, _ = cache
@@ -159,7 +213,9 @@ def conv2d_backward_channels_last(dy, cache, fast=True):
     dweight = (dy_rows.T @ rows).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
     dweight = get_array_module(dy).ascontiguousarray(dweight)         # (O, C, KH, KW), as W
     dbias = dy_rows.sum(axis=0) if has_bias else None
-    if fast and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
+    if not input_grad:
+        dx = None
+    elif fast and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
         dx = conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, channels_last=True)
     else:
         drows = dy_rows @ weight.transpose(0, 2, 3, 1).reshape(o, -1)  # (N*OH*OW, KH*KW*C)
@@ -189,6 +245,8 @@ def conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, per_image=Non
     n, _, h, w = x_shape
     pad = (kh - 1 - padding[0], kw - 1 - padding[1])
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)         # W' (C, O, KH, KW)
+    if channels_last and uses_kernel_rows(xp, o, (1, 1)):
+        return from_nhwc(conv2d_by_kernel_rows(nhwc(dy), flipped, pad, _backward_workspace))
     if channels_last:
         dy_rows = im2col_channels_last(nhwc(dy), (kh, kw), (1, 1), pad, _backward_workspace)
         dx_rows = dy_rows @ flipped.transpose(0, 2, 3, 1).reshape(c, -1).T   # (N*H*W, C)
@@ -245,13 +303,16 @@ class Conv2d(Module):
         self._check_input(x, 4, self.in_channels)
         workspace = self.workspace if grad_enabled() else _no_grad_workspace
         y, cache = conv2d_forward(x, self.weight.data, self.bias.data if self.bias else None,
-                                  self.stride, self.padding, workspace, self.per_image)
+                                  self.stride, self.padding, workspace, self.per_image,
+                                  for_backward=grad_enabled())
         self._save(cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
+        """dy -> dx, accumulating the parameter gradients; ``input_grad=False`` returns None
+        instead of dx (for a first layer, whose input needs no gradient)."""
         check_array(dy, "Conv2d.backward", 4, self.dtype, self.out_channels, what="dy")
-        dx, dweight, dbias = conv2d_backward(dy, self._take_cache())
+        dx, dweight, dbias = conv2d_backward(dy, self._take_cache(), input_grad=input_grad)
         self.weight.grad += dweight
         if self.bias is not None:
             self.bias.grad += dbias
