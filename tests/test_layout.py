@@ -59,21 +59,23 @@ def test_conv2d_channels_last_agrees_with_contiguous(backend_name, case, out_cha
         w = to_backend(normal(rng, (out_channels, case.c + 1) + case.kernel), backend_name)
         b = to_backend(normal(rng, (out_channels,)), backend_name) if bias else None
         y1, cache1 = nn.conv2d_forward(x, w, b, case.stride, case.padding, channels_last=False)
-        y2, cache2 = nn.conv2d_forward(to_channels_last(x), w, b, case.stride, case.padding,
-                                       channels_last=True)
-        assert cache2[-1] == "channels_last"
-        assert_same(y2, y1)
-        assert is_channels_last(y2) or out_channels == 1 or y2.shape[2] * y2.shape[3] == 1
-        y3, _ = nn.conv2d_forward(to_channels_last(x), w, b, case.stride, case.padding,
-                                  channels_last=True, for_backward=False)   # by kernel rows if it may
-        assert_same(y3, y1)
         dy = xp.asarray(normal(rng, y1.shape))
-        for fast, max_channels in ((True, 16), (True, 0), (False, 16)):
-            reference = nn.conv2d_backward(dy, cache1, fast=fast)
-            with kernel_rows_up_to(max_channels):    # dx by kernel rows, and by one product
-                for dy_stored in (dy, to_channels_last(dy)):
-                    for a, r in zip(nn.conv2d_backward(dy_stored, cache2, fast=fast), reference):
-                        assert_same(a, r)
+        references = {fast: nn.conv2d_backward(dy, cache1, fast=fast) for fast in (True, False)}
+        for max_channels in (16, 0):          # by kernel rows where they apply, and by one product
+            with kernel_rows_up_to(max_channels):
+                y2, cache2 = nn.conv2d_forward(to_channels_last(x), w, b, case.stride, case.padding,
+                                               channels_last=True)
+                assert cache2[-1] in ("channels_last", "kernel_rows")
+                assert_same(y2, y1)
+                assert is_channels_last(y2) or out_channels == 1 or y2.shape[2] * y2.shape[3] == 1
+                y3, cache3 = nn.conv2d_forward(to_channels_last(x), w, b, case.stride, case.padding,
+                                               channels_last=True, for_backward=False)
+                assert cache3 is None
+                assert_same(y3, y1)
+                for fast in (True, False):
+                    for dy_stored in (dy, to_channels_last(dy)):
+                        for a, r in zip(nn.conv2d_backward(dy_stored, cache2, fast=fast), references[fast]):
+                            assert_same(a, r)
 
 
 @contextmanager
@@ -89,16 +91,29 @@ def kernel_rows_up_to(channels):
 
 @given(case=window_cases(max_stride=1), out_channels=st.integers(1, 4), bias=st.booleans())
 def test_conv2d_by_kernel_rows_equals_one_product(case, out_channels, bias):
-    """NumPy only, as the layer uses it: KH products over kernel-column patches, with and without
-    a workspace, give the patch-row product's y."""
+    """NumPy only, as the layer uses it: the KH products over kernel-column patches give the
+    patch-row product's y, dx, dW and db, whatever KERNEL_ROWS_MAX_CHANNELS says for dx."""
     rng = np.random.default_rng(case.seed)
-    x = to_channels_last(normal(rng, (case.n, case.c + 1, case.h, case.w)))
-    w = normal(rng, (out_channels, case.c + 1) + case.kernel)
-    reference, _ = nn.conv2d_forward(x, w, None, 1, case.padding, channels_last=True)
-    for workspace in (None, Workspace(), Workspace()):   # the second one's buffers are reused
-        y = conv2d.conv2d_by_kernel_rows(nhwc(x), w, case.padding, workspace)
-        y = conv2d.conv2d_by_kernel_rows(nhwc(x), w, case.padding, workspace)
-        assert_same(from_nhwc(y), reference)
+    c = case.c + 1
+    x = to_channels_last(normal(rng, (case.n, c, case.h, case.w)))
+    w = normal(rng, (out_channels, c) + case.kernel)
+    b = normal(rng, (out_channels,)) if bias else None
+    with kernel_rows_up_to(0):
+        reference, cache1 = nn.conv2d_forward(x, w, b, 1, case.padding, channels_last=True)
+        dy = normal(rng, reference.shape)
+        grads1 = nn.conv2d_backward(dy, cache1)
+    workspace = Workspace()
+    with kernel_rows_up_to(16):
+        for repeat in range(2):            # the second time, the workspace's buffers are reused
+            y, cache2 = nn.conv2d_forward(x, w, b, 1, case.padding, workspace=workspace,
+                                          channels_last=True)
+            assert cache2[-1] == "kernel_rows"
+            assert_same(y, reference)
+            for a, r in zip(nn.conv2d_backward(dy, cache2), grads1):
+                assert_same(a, r)
+        patches = conv2d.kernel_row_patches(nhwc(x), case.kernel[1], case.padding)
+        assert_same(from_nhwc(conv2d.conv2d_by_kernel_rows(patches, w, reference.shape[2:])),
+                    reference - (0 if b is None else b.reshape(1, -1, 1, 1)))
 
 
 def test_kernel_rows_are_used_only_where_they_measured_faster():

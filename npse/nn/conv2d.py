@@ -40,6 +40,7 @@ from .workspace import Workspace
 # stage's strided one, so that an evaluation pass over a CIFAR ResNet reuses all of its buffers).
 _backward_workspace = Workspace(shapes_per_name=4)
 _no_grad_workspace = Workspace(shapes_per_name=8)
+_scratch = Workspace(shapes_per_name=4)      # temporaries inside one function call
 
 
 #: From this many output pixels per image on, NumPy convolutions use one product per image.
@@ -56,15 +57,15 @@ def uses_per_image(xp, out_size) -> bool:
 
 
 #: Channels-last stride-1 convolutions with at most this many input channels (NumPy only) are
-#: computed by kernel rows (:func:`conv2d_by_kernel_rows`) where no patch matrix has to be kept.
-#: Measured on 2 cores (docs/12-speed.md): 16 channels 14-18 ms vs 22 ms per 3x3 convolution at
-#: batch 128 and 32x32; 32 and 64 channels slower than one product.
+#: computed by kernel rows (:func:`conv2d_by_kernel_rows`). Measured on 2 cores (docs/12-speed.md):
+#: 16 channels 14-18 ms vs 22 ms per 3x3 convolution at batch 128 and 32x32; 32 and 64 channels
+#: slower than one product.
 KERNEL_ROWS_MAX_CHANNELS = 16
 
 
 def uses_kernel_rows(xp, channels, stride) -> bool:
     """Whether a channels-last convolution over ``channels`` input channels with ``stride`` is
-    computed by :func:`conv2d_by_kernel_rows` when it need not keep its patches."""
+    computed by :func:`conv2d_by_kernel_rows`."""
     return xp.__name__ == "numpy" and stride == (1, 1) and channels <= KERNEL_ROWS_MAX_CHANNELS
 
 
@@ -119,25 +120,27 @@ def conv2d_forward_channels_last(x, weight, bias, stride, padding, workspace=Non
                                  for_backward=True):
     """:func:`conv2d_forward` with one patch *row* per output pixel; y is stored channels last.
 
-    x may be stored either way (a contiguous x is copied into channels last first). With
-    ``for_backward=False`` (evaluation) nothing is kept for a backward pass, and where
-    :func:`uses_kernel_rows` says so, y comes from :func:`conv2d_by_kernel_rows`; the cache is None.
+    x may be stored either way (a contiguous x is copied into channels last first). Where
+    :func:`uses_kernel_rows` says so, the patches and products are those of
+    :func:`conv2d_by_kernel_rows`. With ``for_backward=False`` nothing is kept (the cache is None).
     """
     xp = get_array_module(x, weight, bias)
     n = x.shape[0]
     o, c, kh, kw = weight.shape
     oh, ow = check_window("Conv2d", x.shape, (kh, kw), stride, padding)
-    if not for_backward and uses_kernel_rows(xp, c, stride):
-        y = conv2d_by_kernel_rows(nhwc(x), weight, padding, workspace)            # (N, OH, OW, O)
-        if bias is not None:
-            y += bias
-        return from_nhwc(y), None
-    rows = im2col_channels_last(nhwc(x), (kh, kw), stride, padding, workspace)   # (N*OH*OW, KH*KW*C)
-    y_rows = rows @ weight.transpose(0, 2, 3, 1).reshape(o, -1).T              # (N*OH*OW, O)
+    if uses_kernel_rows(xp, c, stride):
+        patches = kernel_row_patches(nhwc(x), kw, padding, workspace)          # (N, HP*OW, KW*C)
+        y = conv2d_by_kernel_rows(patches, weight, (oh, ow))                   # (N, OH, OW, O)
+        layout = "kernel_rows"
+    else:
+        patches = im2col_channels_last(nhwc(x), (kh, kw), stride, padding, workspace)
+        y = patches @ weight.transpose(0, 2, 3, 1).reshape(o, -1).T            # (N*OH*OW, O)
+        y = y.reshape(n, oh, ow, o)
+        layout = "channels_last"
     if bias is not None:
-        y_rows += bias
-    cache = (x.shape, rows, weight, bias is not None, stride, padding, "channels_last")
-    return from_nhwc(y_rows.reshape(n, oh, ow, o)), cache
+        y += bias
+    cache = (x.shape, patches, weight, bias is not None, stride, padding, layout) if for_backward else None
+    return from_nhwc(y), cache
 
 
 def conv2d_backward(dy, cache, fast=True, input_grad=True):
@@ -148,7 +151,7 @@ def conv2d_backward(dy, cache, fast=True, input_grad=True):
     as None): a network's first layer, whose input is the data, needs only its weight gradient.
     """
     x_shape, cols, weight, has_bias, stride, padding, layout = cache
-    if layout == "channels_last":
+    if layout in ("channels_last", "kernel_rows"):
         return conv2d_backward_channels_last(dy, cache, fast, input_grad)
     xp = get_array_module(dy)
     n, o, oh, ow = dy.shape
@@ -176,42 +179,67 @@ def conv2d_backward(dy, cache, fast=True, input_grad=True):
     return dx, dweight, dbias
 
 
-def conv2d_by_kernel_rows(x_nhwc, weight, padding, workspace=None):
-    """A stride-1 convolution of x_nhwc (N, H, W, C) as KH products: y (N, OH, OW, O), a new array.
+def kernel_row_patches(x_nhwc, kw, padding, workspace=None):
+    """The patches of :func:`conv2d_by_kernel_rows`: x_nhwc (N, H, W, C) -> E (N, HP*OW, KW*C).
 
-    Output row oy reads input rows oy + ky, ky = 0..KH-1. So instead of im2col's KH*KW copies of
-    the input, copy only the KW column shifts of every padded input row,
-    E[n, r, ox, (kx, c)] = x_padded[n, r, ox + kx, c] (im2col with a 1 x KW kernel, KW copies), and
-    add up one product per kernel row:  Y[n] = sum over ky of E[n, ky*OW : ky*OW + OH*OW] @ Wky,
-    with Wky[(kx, c), o] = W[o, c, ky, kx]. Each slice of E is a plain matrix (no copy), since the
-    rows of one image follow each other in memory. Less copying, smaller products: faster where
-    C is small (:func:`uses_kernel_rows`); tests compare it with :func:`conv2d_forward`.
+    E[n, r*OW + ox, (kx, c)] = x_padded[n, r, ox + kx, c] for every padded row r (HP = H + 2*PH):
+    im2col with a 1 x KW kernel, KW copies of the input where im2col makes KH*KW.
     """
-    xp = get_array_module(x_nhwc)
-    n, h, w, c = x_nhwc.shape
-    o, _, kh, kw = weight.shape
-    oh, ow = check_window("Conv2d", (n, c, h, w), (kh, kw), (1, 1), padding)
-    e = im2col_channels_last(x_nhwc, (1, kw), (1, 1), padding, workspace)     # (N*HP*OW, KW*C)
-    e = e.reshape(n, -1, kw * c)                                               # (N, HP*OW, KW*C)
-    y = xp.empty((n, oh * ow, o), dtype=x_nhwc.dtype)
-    part = y if kh == 1 else xp.empty_like(y) if workspace is None else workspace.get(
-        "conv.kernel_row_product", y.shape, y.dtype, y)
+    n = x_nhwc.shape[0]
+    return im2col_channels_last(x_nhwc, (1, kw), (1, 1), padding, workspace).reshape(n, -1, kw * x_nhwc.shape[3])
+
+
+def conv2d_by_kernel_rows(patches, weight, out_size):
+    """A stride-1 convolution as KH products: E (N, HP*OW, KW*C) -> y (N, OH, OW, O), a new array.
+
+    Output row oy reads input rows oy + ky, ky = 0..KH-1, so with E of :func:`kernel_row_patches`,
+    Y[n] = sum over ky of E[n, ky*OW : ky*OW + OH*OW] @ Wky,   Wky[(kx, c), o] = W[o, c, ky, kx].
+    Each slice of E is a plain matrix (no copy): the rows of one image follow each other in memory.
+    Less copying than im2col and smaller products: faster where C is small
+    (:func:`uses_kernel_rows`); the tests compare it with the one-product formulation.
+    """
+    xp = get_array_module(patches)
+    n = patches.shape[0]
+    o, c, kh, kw = weight.shape
+    oh, ow = out_size
+    y = xp.empty((n, oh * ow, o), dtype=patches.dtype)
+    part = _scratch.get("conv.kernel_row_product", y.shape, y.dtype, y) if kh > 1 else None
     for ky in range(kh):
         w_ky = weight[:, :, ky].transpose(2, 1, 0).reshape(kw * c, o)       # rows (kx, c)
-        xp.matmul(e[:, ky * ow:ky * ow + oh * ow], w_ky, out=y if ky == 0 else part)
+        xp.matmul(patches[:, ky * ow:ky * ow + oh * ow], w_ky, out=part if ky else y)
         if ky:
             y += part
     return y.reshape(n, oh, ow, o)
 
 
+def weight_grad_by_kernel_rows(dy_nhwc, patches, weight_shape):
+    """dW of :func:`conv2d_by_kernel_rows`: dWky = sum over n of dY[n]^T @ E[n, ky*OW : ky*OW + OH*OW].
+
+    dy_nhwc (N, OH, OW, O), E (N, HP*OW, KW*C) -> dW (O, C, KH, KW).
+    """
+    xp = get_array_module(dy_nhwc)
+    n, oh, ow, o = dy_nhwc.shape
+    _, c, kh, kw = weight_shape
+    dy_t = dy_nhwc.reshape(n, oh * ow, o).transpose(0, 2, 1)                 # (N, O, OH*OW)
+    products = _scratch.get("conv.kernel_row_dweight", (n, o, kw * c), dy_nhwc.dtype, dy_nhwc)
+    dweight = xp.empty((o, kh, kw, c), dtype=dy_nhwc.dtype)
+    for ky in range(kh):
+        xp.matmul(dy_t, patches[:, ky * ow:ky * ow + oh * ow], out=products)
+        dweight[:, ky] = products.sum(axis=0).reshape(o, kw, c)
+    return xp.ascontiguousarray(dweight.transpose(0, 3, 1, 2))
+
+
 def conv2d_backward_channels_last(dy, cache, fast=True, input_grad=True):
     """:func:`conv2d_backward` for a cache of :func:`conv2d_forward_channels_last`: dx is stored
     channels last; dy may be stored either way."""
-    x_shape, rows, weight, has_bias, stride, padding, _ = cache
+    x_shape, patches, weight, has_bias, stride, padding, layout = cache
     o, c, kh, kw = weight.shape
     dy_rows = nhwc(dy).reshape(-1, o)                                 # (N*OH*OW, O)
-    dweight = (dy_rows.T @ rows).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
-    dweight = get_array_module(dy).ascontiguousarray(dweight)         # (O, C, KH, KW), as W
+    if layout == "kernel_rows":
+        dweight = weight_grad_by_kernel_rows(nhwc(dy), patches, weight.shape)
+    else:
+        dweight = (dy_rows.T @ patches).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+        dweight = get_array_module(dy).ascontiguousarray(dweight)     # (O, C, KH, KW), as W
     dbias = dy_rows.sum(axis=0) if has_bias else None
     if not input_grad:
         dx = None
@@ -246,7 +274,8 @@ def conv2d_input_grad_by_convolution(dy, weight, x_shape, padding, per_image=Non
     pad = (kh - 1 - padding[0], kw - 1 - padding[1])
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)         # W' (C, O, KH, KW)
     if channels_last and uses_kernel_rows(xp, o, (1, 1)):
-        return from_nhwc(conv2d_by_kernel_rows(nhwc(dy), flipped, pad, _backward_workspace))
+        patches = kernel_row_patches(nhwc(dy), kw, pad, _backward_workspace)
+        return from_nhwc(conv2d_by_kernel_rows(patches, flipped, (h, w)))
     if channels_last:
         dy_rows = im2col_channels_last(nhwc(dy), (kh, kw), (1, 1), pad, _backward_workspace)
         dx_rows = dy_rows @ flipped.transpose(0, 2, 3, 1).reshape(c, -1).T   # (N*H*W, C)
