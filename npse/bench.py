@@ -174,7 +174,7 @@ def _layer_inputs(setup, layers):
         original = m.forward
 
         def capture(x, _name=name, _orig=original):
-            inputs.setdefault(_name, x.copy())
+            inputs.setdefault(_name, x.copy(order="K"))    # stored as the layer receives it
             return _orig(x)
         object.__setattr__(m, "forward", capture)
     try:
