@@ -38,6 +38,9 @@ def add_arguments(parser):
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default="auto",
+                        help="how the model stores its activations (default auto: channels last on NumPy, "
+                             "contiguous on CuPy; npse.nn.layout)")
     parser.add_argument("--quick", action="store_true",
                         help="se_resnet20 at batch 128 only, 2 repeats (a one-minute look)")
 
@@ -65,10 +68,13 @@ def _median_time(fn, repeats, xp, warmup=2):
 class _Setup:
     """A model, its optimizer and loss, and one fixed random batch on the active backend."""
 
+    channels_last = None      # the models' memory format (CifarResNet.channels_last), set by run()
+
     def __init__(self, name, batch):
         from . import models, nn, optim
         self.xp = backend.module()
         self.model = models.build_model(name)
+        self.model.channels_last = _Setup.channels_last
         self.loss_fn = nn.CrossEntropyLoss()
         self.optimizer = optim.SGD(self.model.named_parameters(), lr=0.01, momentum=0.9, nesterov=True,
                                    weight_decay=5e-4)
@@ -186,47 +192,62 @@ def _layer_inputs(setup, layers):
     return inputs
 
 
+def conv_products(xp, x_shape, conv, channels_last, input_grad=True):
+    """[(shape of A, shape of B, how many times)]: the matrix products A @ B of one training step of
+    Conv2d ``conv`` on an input of ``x_shape``, in the formulation the layer takes there
+    (chapter 3 and docs/12-speed.md): kernel rows, one patch row per pixel (channels last), one
+    product per image, or one for the batch. The input gradient: a convolution of dy for stride 1,
+    the product before col2im otherwise; none with ``input_grad=False`` (a first layer)."""
+    from .nn.conv2d import uses_kernel_rows, uses_per_image
+    from .nn.im2col import conv_output_size
+    n, c, h, w = x_shape
+    o, (kh, kw), (sh, sw), (ph, pw) = conv.out_channels, conv.kernel_size, conv.stride, conv.padding
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    k, pixels, stride_1 = c * kh * kw, oh * ow, (sh, sw) == (1, 1)
+    if channels_last:
+        if uses_kernel_rows(xp, c, (sh, sw)):
+            products = [((n, pixels, kw * c), (kw * c, o), kh), ((n, o, pixels), (n, pixels, kw * c), kh)]
+        else:
+            products = [((n * pixels, k), (k, o), 1), ((o, n * pixels), (n * pixels, k), 1)]
+        if stride_1 and uses_kernel_rows(xp, o, (1, 1)):
+            dx = ((n, h * w, kw * o), (kw * o, c), kh)
+        else:
+            dx = ((n * h * w, o * kh * kw), (o * kh * kw, c), 1) if stride_1 else ((n * pixels, o), (o, k), 1)
+    elif uses_per_image(xp, (oh, ow)):
+        products = [((o, k), (n, k, pixels), 1), ((n, o, pixels), (n, pixels, k), 1)]
+        dx = ((c, o * kh * kw), (n, o * kh * kw, h * w), 1) if stride_1 else ((k, o), (o, n * pixels), 1)
+    else:
+        products = [((o, k), (k, n * pixels), 1), ((o, n * pixels), (n * pixels, k), 1)]
+        dx = ((c, o * kh * kw), (o * kh * kw, n * h * w), 1) if stride_1 else ((k, o), (o, n * pixels), 1)
+    return products + ([dx] if input_grad else [])
+
+
 def conv_gemm_floor(setup, repeats=3):
     """Seconds per training step that the convolutions' matrix products alone take.
 
-    For every Conv2d of the model, at the input shape it sees in the network and in the layout it
-    takes there (one product per image or one for the batch), the three products of its im2col
-    formulation are timed on their own, with their outputs in kept buffers: the forward W2 @ cols,
-    the weight gradient dY2 @ cols^T, and the input gradient (the flipped kernel times the
-    patches of dy for stride 1, W2^T @ dY2 otherwise). Their sum is what a step
-    built on these products cannot go below, however lean everything around them is.
+    For every Conv2d of the model, at the input shape and memory format it sees in the network,
+    the products of :func:`conv_products` are timed on their own, on random arrays with kept
+    outputs. Their sum is what a step built on these products cannot go below, however lean
+    everything around them is.
     """
     from .models.summary import leaf_modules
     from .nn import Conv2d
-    from .nn.conv2d import uses_per_image
-    from .nn.im2col import conv_output_size
+    from .nn.layout import is_channels_last
     xp = setup.xp
     convs = [(n, m) for n, m in leaf_modules(setup.model) if isinstance(m, Conv2d)]
-    shapes = {name: tuple(x.shape) for name, x in _layer_inputs(setup, convs).items()}
+    inputs = _layer_inputs(setup, convs)
     rng = numpy.random.default_rng(0)
 
-    def rand(*shape):
+    def rand(shape):
         return xp.asarray(rng.standard_normal(shape, dtype=numpy.float32))
     total = 0.0
-    for name, m in convs:
-        n, c, h, w = shapes[name]
-        o, (kh, kw), (sh, sw), (ph, pw) = m.out_channels, m.kernel_size, m.stride, m.padding
-        oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-        k, pixels = c * kh * kw, oh * ow
-        w2 = rand(o, k)
-        if uses_per_image(xp, (oh, ow)):         # the layout the layer itself takes
-            cols, dy = rand(n, k, pixels), rand(n, o, pixels)
-            cols_t, dy_patches = cols.transpose(0, 2, 1), (n, o * kh * kw, h * w)
-        else:
-            cols, dy = rand(k, n * pixels), rand(o, n * pixels)
-            cols_t, dy_patches = cols.T, (o * kh * kw, n * h * w)
-        if (sh, sw) == (1, 1):                   # dx as a convolution of dy with the flipped kernel
-            dx_product = (rand(c, o * kh * kw), rand(*dy_patches))
-        else:                                    # dx by col2im of W2^T @ dY2
-            dx_product = (w2.T, rand(o, n * pixels))
-        for a, b in [(w2, cols), (dy, cols_t), dx_product]:
+    for i, (name, m) in enumerate(convs):
+        x = inputs[name]
+        # the first convolution (the stem) needs no input gradient in training
+        for a_shape, b_shape, times in conv_products(xp, x.shape, m, is_channels_last(x), input_grad=i > 0):
+            a, b = rand(a_shape), rand(b_shape)
             out = xp.matmul(a, b)                # the kept output, made once outside the timing
-            total += _median_time(lambda: xp.matmul(a, b, out=out), repeats, xp)
+            total += times * _median_time(lambda: xp.matmul(a, b, out=out), repeats, xp)
     return total
 
 
@@ -262,9 +283,12 @@ def _category(filename, funcname):
                         "_padded_input", "_windows_of", "_kept_or_new"):
             return "im2col"
         return "col2im" if funcname in ("col2im", "col2im_channels_last") else None
+    if path.endswith("nn/conv2d.py") and funcname == "kernel_row_patches":
+        return "im2col"
     if path.endswith("nn/conv2d.py") and funcname in (
             "conv2d_forward", "conv2d_backward", "_batch_columns", "conv2d_input_grad_by_convolution",
-            "conv2d_forward_channels_last", "conv2d_backward_channels_last"):
+            "conv2d_forward_channels_last", "conv2d_backward_channels_last", "conv2d_by_kernel_rows",
+            "weight_grad_by_kernel_rows"):
         return "GEMM + layout copies"
     if path.endswith("nn/layout.py"):
         return "GEMM + layout copies"
@@ -354,6 +378,7 @@ def run(args) -> int:
             raise ValueError(f"unknown model {m!r}; choose from {', '.join(models.MODELS)}")
     if any(b < 2 for b in batches) or repeats < 1:
         raise ValueError("batch sizes must be >= 2 and --repeats >= 1")
+    _Setup.channels_last = {"auto": None, "channels_last": True, "contiguous": False}[args.memory_format]
     xp = backend.module()
     on_gpu = backend.get_backend() == "cupy"
     device = "cuda" if on_gpu else "cpu"
@@ -366,7 +391,11 @@ def run(args) -> int:
         except ImportError:
             use_torch = False
             print("PyTorch not installed: no comparison (it is never needed by npse)")
-    print(f"machine: {machine_description()}\n")
+    stored = models.build_model(model_names[0])
+    stored.channels_last = _Setup.channels_last
+    print(f"machine: {machine_description()}")
+    print(f"activations stored {'channels last' if stored.stores_channels_last(xp.zeros(1)) else 'contiguous'}"
+          f" (--memory-format {args.memory_format})\n")
 
     header = f"{'model':<14}{'batch':>6}{'train img/s':>13}{'eval img/s':>12}{'ms/step':>10}"
     header += f"{'peak MB':>9}" if not args.no_memory else ""

@@ -11,6 +11,15 @@ def test_bench_prints_its_tables(capsys):
     assert "se_resnet8         4" in out and "se_resnet8         8" in out
     assert "per layer, se_resnet8" in out and "layer1.0.se" in out and "layer1.0.conv1" in out
     assert "profile of one training step" in out and "Python overhead" in out
+    assert "activations stored channels last (--memory-format auto)" in out
+
+
+def test_bench_memory_format_option(capsys):
+    status = main(["bench", "--models", "se_resnet8", "--batch-sizes", "4", "--repeats", "1",
+                   "--no-torch", "--no-layers", "--no-profile", "--no-memory",
+                   "--memory-format", "contiguous"])
+    assert status == 0
+    assert "activations stored contiguous (--memory-format contiguous)" in capsys.readouterr().out
 
 
 def test_bench_rejects_bad_arguments(capsys):
@@ -18,17 +27,28 @@ def test_bench_rejects_bad_arguments(capsys):
     assert "unknown model 'resnet21'" in capsys.readouterr().err
 
 
-def test_the_gemm_floor_counts_three_products_per_convolution(monkeypatch):
+def test_the_gemm_floor_counts_the_products_of_each_convolution(monkeypatch):
     """conv_gemm_floor times, for every Conv2d, its forward, weight-gradient and input-gradient
-    products at the shapes the network gives them (here checked by counting the shapes)."""
+    products at the shapes and in the formulation the network gives them (checked here by counting
+    the shapes; the stem convolution has no input gradient in training)."""
     from npse import bench
-    setup = bench._Setup("se_resnet8", 4)
     seen = []
     monkeypatch.setattr(bench, "_median_time", lambda fn, repeats, xp: seen.append(fn()) or 0.25)
-    assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * 3 * 7      # se_resnet8: 7 convolutions
-    # conv1 (3 -> 16 channels, 32x32 outputs: one product per image): y, dW per image, dx
-    assert [a.shape for a in seen[:3]] == [(4, 16, 32 * 32), (4, 16, 27), (4, 3, 32 * 32)]
-    # the last convolution (64 -> 64 channels, 8x8 outputs: one product for the batch)
+    # Channels last (NumPy's default). Stride-1 convolutions with <= 16 channels by kernel rows:
+    # 3 products each for y and dW (and dx); the others one product each.
+    setup = bench._Setup("se_resnet8", 4)
+    # stem 2 x 3, layer1's two convs 3 x 3 each, then four convs 3 x 1
+    assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * (2 * 3 + 2 * 3 * 3 + 4 * 3)
+    # the stem (3 -> 16 channels, 32x32, by kernel rows): y per image, dW per image, no dx
+    assert [a.shape for a in seen[:2]] == [(4, 32 * 32, 16), (4, 16, 3 * 3)]
+    # the last convolution (64 -> 64 channels, 8x8 outputs): one patch row per output pixel
+    assert [a.shape for a in seen[-3:]] == [(4 * 8 * 8, 64), (64, 576), (4 * 8 * 8, 64)]
+    # Contiguous: one product per image at 32x32 and 16x16, one for the batch at 8x8.
+    seen.clear()
+    monkeypatch.setattr(bench._Setup, "channels_last", False)
+    setup = bench._Setup("se_resnet8", 4)
+    assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * (2 + 6 * 3)
+    assert [a.shape for a in seen[:2]] == [(4, 16, 32 * 32), (4, 16, 27)]
     assert [a.shape for a in seen[-3:]] == [(64, 4 * 8 * 8), (64, 576), (64, 4 * 8 * 8)]
 
 
