@@ -367,6 +367,15 @@ def machine_description():
 
 
 def run(args) -> int:
+    kept = _Setup.channels_last
+    _Setup.channels_last = {"auto": None, "channels_last": True, "contiguous": False}[args.memory_format]
+    try:
+        return _run(args)
+    finally:
+        _Setup.channels_last = kept
+
+
+def _run(args) -> int:
     if args.backend:
         backend.set_backend(args.backend)
     from . import models
@@ -378,7 +387,6 @@ def run(args) -> int:
             raise ValueError(f"unknown model {m!r}; choose from {', '.join(models.MODELS)}")
     if any(b < 2 for b in batches) or repeats < 1:
         raise ValueError("batch sizes must be >= 2 and --repeats >= 1")
-    _Setup.channels_last = {"auto": None, "channels_last": True, "contiguous": False}[args.memory_format]
     xp = backend.module()
     on_gpu = backend.get_backend() == "cupy"
     device = "cuda" if on_gpu else "cpu"
