@@ -36,13 +36,19 @@ timeout "$T_BENCH" $PY -m npse bench --backend cupy --repeats 10 >"$OUT/bench.lo
 echo "bench exit $?"
 cat "$OUT/bench.log"
 
-for round in 1 2; do
+for format in channels_last contiguous channels_last contiguous; do
+    step "npse bench on CuPy, --memory-format $format (SE-ResNet-20, batch 128 and 512)"
+    timeout 60 $PY -m npse bench --backend cupy --models se_resnet20 --batch-sizes 128,512 \
+        --repeats 20 --memory-format "$format" --no-torch --no-layers --no-profile --no-memory 2>&1 | tail -4
+done
+
+if [ "${FUSED_AB:-0}" = 1 ]; then
     for fused in 0 1; do
-        step "npse bench on CuPy, NPSE_FUSED=$fused (round $round, same process order each time)"
+        step "npse bench on CuPy, NPSE_FUSED=$fused"
         NPSE_FUSED=$fused timeout 60 $PY -m npse bench --backend cupy --models se_resnet20 \
             --batch-sizes 128,512 --repeats 20 --no-torch --no-layers --no-profile --no-memory 2>&1 | tail -4
     done
-done
+fi
 
 for batch in 512 128; do
     step "two epochs of se_resnet20 on all 50000 images, batch $batch"

@@ -116,7 +116,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
     if training and m < 2:
         raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, "
                          f"got input of shape {tuple(x.shape)}")
-    if use_fused(xp):
+    if use_fused(xp) and not is_channels_last(x):
         return batchnorm2d_forward_fused(x, gamma, beta, running_mean, running_var, training,
                                          momentum, eps)
     view = channel_view(x)
@@ -153,7 +153,7 @@ def batchnorm2d_backward(dy, cache):
     the same numbers, with the per-channel factors folded so the big arrays are passed over less.
     """
     centred, gamma, inv_std, training, view = cache
-    if use_fused(get_array_module(dy)):
+    if use_fused(get_array_module(dy)) and isinstance(view, ContiguousChannels):
         return batchnorm2d_backward_fused(dy, cache)
     n, c, h, w = dy.shape
     m = n * h * w
@@ -172,8 +172,9 @@ def batchnorm2d_backward(dy, cache):
 # On the GPU a training step is launch-bound (docs/12-speed.md): written as array expressions,
 # one BatchNorm layer launches about twenty small kernels forward and as many backward. The two
 # functions below compute the same numbers in six or seven launches each way, with CuPy kernels
-# whose bodies are the formulas of the module docstring. They run only on CuPy (``backend.use_fused``);
-# the plain functions above are their reference, and tests/test_gpu.py compares the two.
+# whose bodies are the formulas of the module docstring. They run only on CuPy (``backend.use_fused``)
+# and on contiguous arrays; the plain functions above are their reference, and tests/test_gpu.py
+# compares the two.
 
 _KERNELS: dict = {}
 
