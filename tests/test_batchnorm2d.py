@@ -6,14 +6,17 @@ from hypothesis import given, strategies as st
 from conftest import UseBackend, to_backend
 from npse import nn
 from npse.gradcheck import gradcheck, relative_error
+from npse.nn.layout import to_channels_last
 from strategies import batch, channels, normal, seeds
 
 TOL = 1e-6
 spatial = st.integers(1, 6)
 
 
-@given(n=batch, c=channels, h=spatial, w=spatial, seed=seeds, training=st.booleans())
-def test_batchnorm2d_gradients(backend_name, n, c, h, w, seed, training):
+@given(n=batch, c=channels, h=spatial, w=spatial, seed=seeds, training=st.booleans(),
+       channels_last=st.booleans())
+def test_batchnorm2d_gradients(backend_name, n, c, h, w, seed, training, channels_last):
+    """In both memory formats (npse.nn.layout; tests/test_layout.py compares their numbers)."""
     if training and n * h * w < 3:
         # One value per channel is an error in training. With two, xhat = +-1 whatever x is, so
         # dL/dx is O(eps) and a difference quotient measures rounding, not the derivative: that
@@ -28,6 +31,7 @@ def test_batchnorm2d_gradients(backend_name, n, c, h, w, seed, training):
         bn.running_var[...] = xp.asarray(rng.uniform(0.5, 2.0, c))
         bn.train(training)
         x = to_backend(normal(rng, (n, c, h, w)) * 2 + 1, backend_name)
+        x = to_channels_last(x) if channels_last else x
         before = [b.copy() for _, b in bn.named_buffers()]
         result = gradcheck(bn, x, seed=seed)
         assert result.max_error <= TOL, result.errors

@@ -91,11 +91,16 @@ def _padded_input(x, padding, workspace):
     return x_padded
 
 
+def _geometry(who, x_shape, kernel, stride, padding):
+    """Checked (kernel, stride, padding, (OH, OW)) pairs for an (N, C, H, W) input, errors naming ``who``."""
+    kernel, stride = pair(kernel, "kernel", who), pair(stride, "stride", who)
+    padding = pair(padding, "padding", who)
+    return kernel, stride, padding, check_window(who, x_shape, kernel, stride, padding)
+
+
 def _windows_of(x, kernel, stride, padding, workspace):
     """The (N, C, KH, KW, OH, OW) windows of ``x`` zero-padded: the view both im2col layouts copy."""
-    kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
-    padding = pair(padding, "padding", "im2col")
-    out_size = check_window("im2col", x.shape, kernel, stride, padding)
+    kernel, stride, padding, out_size = _geometry("im2col", x.shape, kernel, stride, padding)
     return windows(_padded_input(x, padding, workspace), kernel, stride, out_size)
 
 
@@ -143,11 +148,9 @@ def im2col_channels_last(x_nhwc, kernel, stride=(1, 1), padding=(0, 0), workspac
     copy reads KW*C neighbouring numbers at a time (a whole row of the window), where the (N, C,
     H, W) layout reads runs of OW. Chapter 12 measures the difference.
     """
-    kernel, stride = pair(kernel, "kernel", "im2col"), pair(stride, "stride", "im2col")
-    padding = pair(padding, "padding", "im2col")
     n, h, w, c = x_nhwc.shape
+    kernel, stride, padding, (oh, ow) = _geometry("im2col", (n, c, h, w), kernel, stride, padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    oh, ow = check_window("im2col", (n, c, h, w), kernel, stride, padding)
     xp = get_array_module(x_nhwc)
     if ph or pw:
         shape = (n, h + 2 * ph, w + 2 * pw, c)
@@ -175,11 +178,9 @@ def col2im_channels_last(rows, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
     ``x_shape`` is the input's (N, C, H, W). As :func:`col2im`: one strided ``+=`` per (ky, kx).
     """
     xp = get_array_module(rows)
-    kernel, stride = pair(kernel, "kernel", "col2im"), pair(stride, "stride", "col2im")
-    padding = pair(padding, "padding", "col2im")
     n, c, h, w = x_shape
+    kernel, stride, padding, (oh, ow) = _geometry("col2im", x_shape, kernel, stride, padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    oh, ow = check_window("col2im", x_shape, kernel, stride, padding)
     rows = rows.reshape(n, oh, ow, kh, kw, c)
     dx_padded = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=rows.dtype)
     for ky in range(kh):
@@ -198,11 +199,9 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
     plain ``+=`` is exact — no scatter-add (``np.add.at``) and no loop over pixels or images.
     """
     xp = get_array_module(cols)
-    kernel, stride = pair(kernel, "kernel", "col2im"), pair(stride, "stride", "col2im")
-    padding = pair(padding, "padding", "col2im")
     n, c, h, w = x_shape
+    kernel, stride, padding, (oh, ow) = _geometry("col2im", x_shape, kernel, stride, padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    oh, ow = check_window("col2im", x_shape, kernel, stride, padding)
     cols = cols.reshape(c, kh, kw, n, oh, ow)
     dx_padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for ky in range(kh):
