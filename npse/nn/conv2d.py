@@ -22,7 +22,9 @@ row per output pixel (:func:`conv2d_forward_channels_last`):
     backward:  dWr = dYr^T @ Xr,   db = sum of dYr over its rows,   dXr = dYr @ Wr
 
 The same numbers in another order; Yr is the output stored channels last, so layer after layer
-no transpose is needed. The tests compare every layout with every other.
+no transpose is needed. With few channels and stride 1 the same products are split by kernel row
+over a third of the patches (:func:`conv2d_by_kernel_rows`). The tests compare every formulation
+with every other.
 """
 from __future__ import annotations
 
@@ -185,8 +187,9 @@ def kernel_row_patches(x_nhwc, kw, padding, workspace=None):
     E[n, r*OW + ox, (kx, c)] = x_padded[n, r, ox + kx, c] for every padded row r (HP = H + 2*PH):
     im2col with a 1 x KW kernel, KW copies of the input where im2col makes KH*KW.
     """
-    n = x_nhwc.shape[0]
-    return im2col_channels_last(x_nhwc, (1, kw), (1, 1), padding, workspace).reshape(n, -1, kw * x_nhwc.shape[3])
+    n, c = x_nhwc.shape[0], x_nhwc.shape[3]
+    rows = im2col_channels_last(x_nhwc, (1, kw), (1, 1), padding, workspace)  # (N*HP*OW, KW*C)
+    return rows.reshape(n, -1, kw * c)
 
 
 def conv2d_by_kernel_rows(patches, weight, out_size):
