@@ -91,7 +91,7 @@ def _add_train(sub):
         description=(
             "Train a (SE-)ResNet on CIFAR-10/100 with SGD (Nesterov momentum), weight decay and a "
             "per-iteration learning-rate schedule. The defaults are the calibrated quick recipe: "
-            f"se_resnet20, {D.epochs} epochs (about 17 minutes on 2 CPU cores, about a minute on "
+            f"se_resnet20, {D.epochs} epochs (about 13 minutes on 2 CPU cores, about a minute on "
             f"a GPU). --full runs the full recipe, {T.FULL_EPOCHS} epochs, with which PyTorch reaches 87.9% test "
             "accuracy on this data. Each epoch appends a line to OUT/metrics.jsonl and rewrites "
             "OUT/checkpoint.npz; --resume continues an interrupted run and ends with exactly the "
