@@ -166,7 +166,10 @@ def test_col2im_channels_last_is_the_adjoint_of_im2col_channels_last(backend_nam
        dy_channels_last=st.booleans())
 def test_batchnorm2d_channels_last_agrees_with_contiguous(backend_name, n, c, h, w, seed, training,
                                                          dy_channels_last):
-    assume(not training or n * h * w >= 2)
+    # Training needs two values per channel, and with exactly two dx is a rounding residue
+    # (xhat = +-1 whatever x is; see test_batchnorm2d_gradients), whose digits depend on the order
+    # of the sums: comparing two of them to 1e-12 would test rounding, not the formulas.
+    assume(not training or n * h * w >= 3)
     with UseBackend(backend_name) as xp:
         rng = np.random.default_rng(seed)
         x = to_backend(normal(rng, (n, c, h, w)) * 2 + 1, backend_name)
