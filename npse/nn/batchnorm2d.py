@@ -116,10 +116,10 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
     if training and m < 2:
         raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, "
                          f"got input of shape {tuple(x.shape)}")
-    if use_fused(xp) and not is_channels_last(x):
+    view = channel_view(x)
+    if use_fused(xp) and isinstance(view, ContiguousChannels):
         return batchnorm2d_forward_fused(x, gamma, beta, running_mean, running_var, training,
                                          momentum, eps)
-    view = channel_view(x)
     x = view.matrix(x)
     if training:
         mean = view.sum(x) / m

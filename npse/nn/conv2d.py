@@ -237,9 +237,10 @@ def conv2d_backward_channels_last(dy, cache, fast=True, input_grad=True):
     channels last; dy may be stored either way."""
     x_shape, patches, weight, has_bias, stride, padding, layout = cache
     o, c, kh, kw = weight.shape
-    dy_rows = nhwc(dy).reshape(-1, o)                                 # (N*OH*OW, O)
+    dy_nhwc = nhwc(dy)                      # a view if dy is stored channels last, else one copy
+    dy, dy_rows = from_nhwc(dy_nhwc), dy_nhwc.reshape(-1, o)          # dy_rows (N*OH*OW, O)
     if layout == "kernel_rows":
-        dweight = weight_grad_by_kernel_rows(nhwc(dy), patches, weight.shape)
+        dweight = weight_grad_by_kernel_rows(dy_nhwc, patches, weight.shape)
     else:
         dweight = (dy_rows.T @ patches).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
         dweight = get_array_module(dy).ascontiguousarray(dweight)     # (O, C, KH, KW), as W

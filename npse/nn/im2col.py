@@ -14,6 +14,7 @@ patches receives the sum of their entries): ``<im2col(x), c> == <x, col2im(c)>``
 from __future__ import annotations
 
 from ..backend import get_array_module
+from .layout import from_nhwc, nhwc
 
 
 def pair(v, name: str = "value", layer: str = "layer"):
@@ -74,19 +75,24 @@ def windows(x_padded, kernel, stride, out_size):
     )
 
 
-def _padded_input(x, padding, workspace):
-    """x zero-padded by ``padding``: a fresh array, or a workspace buffer whose border stays zero."""
+def _padded_input(x, padding, workspace, channels_last=False):
+    """x (N, C, H, W) zero-padded by ``padding``: a fresh array, or a workspace buffer whose border
+    stays zero; stored channels last (:mod:`~npse.nn.layout`) if asked."""
     ph, pw = padding
-    if workspace is None:
-        return pad2d(x, padding)
     if not (ph or pw):
         return x
     n, c, h, w = x.shape
-    # The border of this buffer is zero from its creation and never written. The key names the
-    # padding: the same padded shape with another padding would have old values where this call
-    # expects its zero border.
-    x_padded = workspace.get(f"im2col.padded{ph},{pw}", (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x,
-                             zeros=True)
+    shape = (n, h + 2 * ph, w + 2 * pw, c) if channels_last else (n, c, h + 2 * ph, w + 2 * pw)
+    if workspace is None:
+        x_padded = get_array_module(x).zeros(shape, dtype=x.dtype)
+    else:
+        # The border of this buffer is zero from its creation and never written. The key names the
+        # padding: the same padded shape with another padding would have old values where this
+        # call expects its zero border.
+        name = f"im2col.padded{'_cl' if channels_last else ''}{ph},{pw}"
+        x_padded = workspace.get(name, shape, x.dtype, x, zeros=True)
+    if channels_last:
+        x_padded = from_nhwc(x_padded)
     x_padded[:, :, ph:ph + h, pw:pw + w] = x
     return x_padded
 
@@ -152,16 +158,7 @@ def im2col_channels_last(x_nhwc, kernel, stride=(1, 1), padding=(0, 0), workspac
     kernel, stride, padding, (oh, ow) = _geometry("im2col", (n, c, h, w), kernel, stride, padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xp = get_array_module(x_nhwc)
-    if ph or pw:
-        shape = (n, h + 2 * ph, w + 2 * pw, c)
-        if workspace is None:
-            x_padded = xp.zeros(shape, dtype=x_nhwc.dtype)
-        else:   # the border stays zero, as in _padded_input
-            x_padded = workspace.get(f"im2col.padded_cl{ph},{pw}", shape, x_nhwc.dtype, x_nhwc,
-                                     zeros=True)
-        x_padded[:, ph:ph + h, pw:pw + w] = x_nhwc
-    else:
-        x_padded = x_nhwc
+    x_padded = nhwc(_padded_input(from_nhwc(x_nhwc), padding, workspace, channels_last=True))
     s_n, s_h, s_w, s_c = x_padded.strides
     win = xp.lib.stride_tricks.as_strided(     # win[n, oy, ox, ky, kx, c] = x_padded[n, oy*SH+ky, ox*SW+kx, c]
         x_padded, shape=(n, oh, ow, kh, kw, c),
