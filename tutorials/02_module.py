@@ -26,6 +26,9 @@ print("\nparameters (registration order):")
 for name, p in net.named_parameters():
     print(f"  {name:12s} {p}")
 print("state_dict keys:", list(net.state_dict()))   # parameters and buffers, PyTorch's names
+assert [n for n, _ in net.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias",
+                                                  "4.weight", "4.bias"]
+assert "1.running_mean" in net.state_dict() and "1.num_batches_tracked" in net.state_dict()
 
 # --- 2. forward, then backward ---------------------------------------------------------------------
 x = rng.standard_normal((2, 3, 5, 5))
@@ -35,6 +38,7 @@ dy_before = dy.copy()
 dx = net.backward(dy)                    # runs the children in reverse order
 print("\nx", x.shape, "-> y", y.shape, "| dx", dx.shape)
 print("dy unchanged by backward:", np.array_equal(dy, dy_before))
+assert y.shape == (2, 2) and dx.shape == x.shape and np.array_equal(dy, dy_before)
 
 # --- 3. Gradients accumulate -------------------------------------------------------------------------
 # backward *adds* into .grad (a layer used twice, or a gradient split over micro-batches, needs
@@ -43,14 +47,18 @@ g1 = net[4].weight.grad.copy()
 net(x)
 net.backward(dy)
 print("second backward doubled the grad:", np.allclose(net[4].weight.grad, 2 * g1))
+assert np.allclose(net[4].weight.grad, 2 * g1)
 net.zero_grad()
 print("after zero_grad, |grad| =", float(np.abs(net[4].weight.grad).sum()))
+assert not np.abs(net[4].weight.grad).any()
 
 # --- 4. The cache is used once --------------------------------------------------------------------------
 try:
     net.backward(dy)                      # the caches were consumed by the backward above
 except RuntimeError as e:
     print("\nbackward twice: RuntimeError:", str(e)[:70], "...")
+else:
+    raise AssertionError("a second backward must be refused")
 
 with nn.no_grad():                        # evaluation without keeping caches
     net(x)
@@ -58,6 +66,8 @@ try:
     net.backward(dy)
 except RuntimeError as e:
     print("backward after no_grad: RuntimeError (no cache kept)")
+else:
+    raise AssertionError("backward after a no_grad forward must be refused")
 
 # --- 5. train() / eval() ---------------------------------------------------------------------------------
 # Only BatchNorm behaves differently: batch statistics in training, running estimates in eval.
@@ -65,10 +75,12 @@ bn = net[1]
 before = bn.running_mean.copy()
 net(x)                                    # training mode: running statistics move
 print("\ntraining forward moved running_mean:", not np.array_equal(before, bn.running_mean))
+assert not np.array_equal(before, bn.running_mean)
 net.eval()
 before = bn.running_mean.copy()
 net(x)
 print("eval forward left it alone:        ", np.array_equal(before, bn.running_mean))
+assert np.array_equal(before, bn.running_mean)
 net.train()
 
 # --- 6. Writing a module of your own -----------------------------------------------------------------
@@ -92,7 +104,9 @@ class Scale(nn.Module):
 
 s = Scale(dtype="float64")
 print("\ncustom module parameters:", [n for n, _ in s.named_parameters()])
-print("gradcheck of Scale:", gradcheck(s, rng.standard_normal((3, 4))).errors)
+scale_check = gradcheck(s, rng.standard_normal((3, 4)))
+print("gradcheck of Scale:", scale_check.errors)
+assert scale_check.max_error <= 1e-6
 
 # --- 7. Gradient checking ----------------------------------------------------------------------------------
 # L = sum(f(x) * dy) for a random dy; compare backward with central differences in float64.
@@ -101,12 +115,33 @@ result = gradcheck(net, x, seed=3)
 print("\ngradcheck of the whole network (relative errors):")
 for name, err in result.errors.items():
     print(f"  {name:12s} {err:.2e}")
-# One entry fails: 0.bias. Not a bug in Conv2d -- BatchNorm subtracts each channel's mean, so a
-# constant added per channel before it changes nothing: the true gradient of 0.bias is exactly 0.
-# Backward gives ~1e-17, the central difference ~1e-10 of rounding noise, and a *relative* error
-# against a zero gradient is meaningless. (That is why ResNets use Conv2d(..., bias=False) before
-# BatchNorm.) Lesson: look at the size of a gradient before trusting its relative error.
+# 0.bias has a true gradient of exactly 0: BatchNorm subtracts each channel's mean, so a constant
+# added per channel before it changes nothing. Backward returns rounding residue (~1e-16), and the
+# central difference returns either rounding noise (~1e-11) or, when the perturbation rounds away
+# completely, exactly 0. relative_error(a, b) = ||a - b|| / ||b|| cannot divide by ||b|| = 0, so it
+# then falls back to the absolute error ||a - b||, which is tiny and "passes"; against noise it
+# would be about 1 and "fail". Which of the two you see depends on the rounding of this input.
+# (That is why ResNets use Conv2d(..., bias=False) before BatchNorm.)
 print("  |0.bias.grad| =", f"{np.abs(net[0].bias.grad).max():.1e}", "(zero up to rounding)")
+assert np.abs(net[0].bias.grad).max() < 1e-12
+assert all(err <= 1e-6 for name, err in result.errors.items() if name != "0.bias"), result.errors
+
+# The trap, made certain: BatchNorm with an upstream gradient that is constant in each channel.
+# Then dL/dx and dL/dweight are exactly 0 (BatchNorm's backward projects out constants and
+# multiples of x_hat), the numerical gradient is rounding noise, and the relative error is ~1 --
+# a "failure" with nothing wrong. The bias gradient, sum(dy), is not zero and checks fine.
+bn = nn.BatchNorm2d(3, dtype="float64")
+x_bn = rng.standard_normal((4, 3, 5, 5))
+dy_bn = np.ones((4, 3, 5, 5)) * np.array([1.0, -2.0, 0.5]).reshape(1, 3, 1, 1)
+trap = gradcheck(bn, x_bn, dy=dy_bn)
+bn(x_bn)
+dx_bn = bn.backward(dy_bn)
+print("\nBatchNorm2d, dy constant per channel: relative errors",
+      {k: f"{v:.1e}" for k, v in trap.errors.items()}, "| max |dx| =", f"{np.abs(dx_bn).max():.1e}")
+assert trap.errors["input"] > 1e-3 and trap.errors["weight"] > 1e-3     # "fails" ...
+assert np.abs(dx_bn).max() < 1e-12                                     # ... on a zero gradient
+assert trap.errors["bias"] <= 1e-6
+# Lesson: look at the size of a gradient before trusting its relative error.
 
 net2 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False, dtype="float64", rng=1),
                      nn.BatchNorm2d(4, dtype="float64"), nn.ReLU(dtype="float64"),
@@ -115,15 +150,20 @@ net2 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False, dtype="float64", 
 result = gradcheck(net2, x, seed=3)
 print("same network with Conv2d(bias=False): max error", f"{result.max_error:.1e}",
       "<= 1e-6:", result.max_error <= 1e-6, "| crossed a ReLU kink:", result.crossed_kink)
+assert result.max_error <= 1e-6 and not result.crossed_kink
 print("BatchNorm's running statistics untouched by the check:",
       np.array_equal(net2[1].running_mean, np.zeros(4)))
+assert np.array_equal(net2[1].running_mean, np.zeros(4))
 
 # A step that crosses a kink is reported rather than silently averaged:
 r = gradcheck(nn.ReLU(dtype="float64"), np.array([[0.0, 1.0, -1.0]]))
 print("ReLU at x = 0: kinks reported", r.kinks)
+assert r.kinks == [("input", 0)]
 
 # gradcheck needs float64: a float32 module is refused.
 try:
     gradcheck(nn.Linear(2, 2, rng=0), np.ones((1, 2), np.float32))
 except TypeError as e:
     print("float32: TypeError:", str(e)[:55], "...")
+else:
+    raise AssertionError("gradcheck must refuse float32")
