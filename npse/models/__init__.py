@@ -3,7 +3,7 @@ from functools import partial
 
 from .resnet import (SE_VARIANTS, BasicBlock, Bottleneck, CifarResNet, SEBlockNoSqueeze, ShortcutA,
                      cifar_resnet, from_config)
-from .summary import count_parameters, summary
+from .summary import count_parameters, model_costs, summary
 
 
 def _factory(depth, block, se):

@@ -30,13 +30,14 @@ def _multiply_adds(m, shape):
     return 0
 
 
-def summary(model: Module, input_shape=(1, 3, 32, 32)) -> str:
-    """Run one forward pass on zeros of ``input_shape`` and tabulate every leaf module.
+def summary_rows(model: Module, input_shape=(1, 3, 32, 32)) -> list:
+    """``[(name, type, output shape, parameters, multiply-adds per image)]`` for every leaf
+    module, from one forward pass on zeros of ``input_shape``.
 
     Multiply-adds count the convolutions, Linear layers and SE blocks (per image), the usual
     convention; element-wise work is not counted.
     """
-    rows, records = [], {}
+    records = {}
     leaves = leaf_modules(model)
     originals = {}
     for name, m in leaves:
@@ -57,20 +58,32 @@ def summary(model: Module, input_shape=(1, 3, 32, 32)) -> str:
     finally:
         for name, m in leaves:
             object.__delattr__(m, "forward")
-    total_params = total_madds = 0
+    rows = []
     for name, m in leaves:
         shape = records.get(name)
         params = sum(int(p.data.size) for p in m.parameters())
         madds = 0 if shape is None else _multiply_adds(m, shape)
-        total_params += params
-        total_madds += madds
-        rows.append((name, type(m).__name__, "x".join(map(str, shape[1:])) if shape else "-", params, madds))
+        rows.append((name, type(m).__name__, shape[1:] if shape else None, params, madds))
+    return rows
+
+
+def summary(model: Module, input_shape=(1, 3, 32, 32)) -> str:
+    """A table of :func:`summary_rows` with the totals underneath."""
+    rows = summary_rows(model, input_shape)
+    total_params, total_madds = model_costs(model, input_shape, rows)
     width = max(len(r[0]) for r in rows) + 2
     lines = [f"{'layer':<{width}}{'type':<18}{'output':<14}{'params':>10}{'mult-adds':>14}", "-" * (width + 56)]
-    lines += [f"{n:<{width}}{t:<18}{s:<14}{p:>10,}{a:>14,}" for n, t, s, p, a in rows]
+    lines += [f"{n:<{width}}{t:<18}{'x'.join(map(str, s)) if s else '-':<14}{p:>10,}{a:>14,}"
+              for n, t, s, p, a in rows]
     lines += ["-" * (width + 56),
               f"total parameters: {total_params:,}   multiply-adds per image: {total_madds:,}"]
     return "\n".join(lines)
+
+
+def model_costs(model: Module, input_shape=(1, 3, 32, 32), rows=None) -> tuple:
+    """``(parameters, multiply-adds per image)`` of ``model``: the totals under :func:`summary`."""
+    rows = summary_rows(model, input_shape) if rows is None else rows
+    return sum(r[3] for r in rows), sum(r[4] for r in rows)
 
 
 def count_parameters(model: Module) -> int:
