@@ -81,6 +81,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     seed: int = 0
     train_subset: int | None = None
+    test_subset: int | None = None    # evaluate on a fixed class-balanced subset (npse study --quick)
     augment: bool = True              # pad-4 crop + flip; False for overfitting checks
     dtype: str = "float32"
     # model overrides (None: the model name's default)
@@ -126,6 +127,7 @@ class TrainConfig:
             need_int(name, 1)
         need_int("seed", 0)
         need_int("train_subset", 1, allow_none=True)
+        need_int("test_subset", 1, allow_none=True)
         need_int("depth", 1, allow_none=True)
         need_int("se_reduction", 1, allow_none=True)
         for name in ("lr", "momentum", "weight_decay", "warmup_epochs"):
@@ -427,7 +429,7 @@ def _train(config: TrainConfig, out: Path, log) -> dict:
 
     data = _load_dataset(config)
     x_train, y_train = subset(data.x_train, data.y_train, config.train_subset, seed=config.seed)
-    x_test, y_test = data.x_test, data.y_test
+    x_test, y_test = subset(data.x_test, data.y_test, config.test_subset, seed=0)
     if meta is not None:
         mean, std = meta["mean"], meta["std"]
         if meta.get("data") != {"n_train": len(y_train), "n_test": len(y_test)}:
