@@ -299,6 +299,17 @@ def _add_bench(sub):
     p.set_defaults(func=bench.run)
 
 
+def _add_study(sub):
+    from . import study
+    p = sub.add_parser(
+        "study", help="run one of the paper's ablations (arms x seeds) and tabulate it",
+        description="Run a study of the paper's ablations: every arm x seed is an ordinary "
+                    "training run in OUT/<arm>/seed-<s>/; finished runs are skipped, interrupted "
+                    "ones resumed. Writes OUT/results.{json,md,png}. See docs/13-studies.md.")
+    study.add_arguments(p)
+    p.set_defaults(func=study.main_from_args)
+
+
 def _fail(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return 1
@@ -313,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_plot(sub)
     _add_bench(sub)
+    _add_study(sub)
     return parser
 
 
