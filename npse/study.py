@@ -366,7 +366,8 @@ def _spec(job: Job, threads: int, command: str) -> dict:
 
 
 def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1,
-              retry_failed: bool = False, log=print, command: str = "", **runtime) -> dict:
+              retry_failed: bool = False, log=print, command: str = "", threads=None,
+              **runtime) -> dict:
     """Run every unfinished arm x seed of the study ``names`` in ``out``, ``jobs`` at a time,
     then write the report. Returns the results dict (see :func:`aggregate`)."""
     protocol.validate()
@@ -381,7 +382,13 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
     todo = [j for j in all_jobs if j.state in ("absent", "interrupted")]
     done = len(all_jobs) - len(todo)
     cores = os.cpu_count() or 1
-    threads = max(1, cores // jobs) if runtime.get("backend", "numpy") == "numpy" else None
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"study: --threads must be an integer >= 1, got {threads!r}")
+    if runtime.get("backend", "numpy") != "numpy":
+        threads = None      # on CuPy the runs share the GPU; BLAS threads do not matter
+    elif threads is None:
+        threads = max(1, cores // jobs)
     log(f"study {names} in {out}: {len(all_jobs)} runs, {done} already finished or failed, "
         f"{len(todo)} to run, {min(jobs, max(1, len(todo)))} at a time"
         + (f" ({threads} BLAS thread{'s' if threads > 1 else ''} each)" if threads else ""))
@@ -788,6 +795,8 @@ def add_arguments(p) -> None:
                    "~/.cache/npse)")
     p.add_argument("--jobs", type=int, default=1, metavar="K", help="K runs at once, each in "
                    "its own process (on the CPU each gets cores/K BLAS threads; default: 1)")
+    p.add_argument("--threads", type=int, metavar="T", help="BLAS threads per run on the CPU "
+                   "(default: cores/K)")
     p.add_argument("--quick", action="store_true", help="tiny networks, 500 images, 1 epoch: "
                    "shows the machinery in a minute or two, not a result")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
@@ -824,7 +833,8 @@ def main_from_args(args) -> int:
         return 0
     command = "npse study " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     run_study(args.name, out, protocol, seeds=args.seeds, jobs=args.jobs,
-              retry_failed=args.retry_failed, command=command, backend=args.backend,
+              retry_failed=args.retry_failed, command=command, threads=args.threads,
+              backend=args.backend,
               data_dir=data_dir)
     return 0
 
