@@ -18,6 +18,9 @@ print(f"initial values inside U(-1/sqrt(in), 1/sqrt(in)) = U(-{bound}, {bound}):
 x = rng.standard_normal((5, 4))                  # N = 5 rows of I = 4 features
 y = fc(x)
 print("x", x.shape, "-> y", y.shape, "| equals x @ W.T + b:", np.allclose(y, x @ fc.weight.data.T + fc.bias.data))
+assert fc.weight.shape == (3, 4) and fc.bias.shape == (3,)
+assert np.abs(fc.weight.data).max() <= bound and np.abs(fc.bias.data).max() <= bound
+assert y.shape == (5, 3) and np.allclose(y, x @ fc.weight.data.T + fc.bias.data)
 
 # --- 2. Backward by hand, against numerical derivatives ---------------------------------------------------
 # With L = sum(y * dy):  dx = dy @ W,  dW = dy^T @ x,  db = dy summed over the batch.
@@ -29,19 +32,24 @@ print("\nshapes: dx", dx.shape, "dW", dW.shape, "db", db.shape)
 W, b = fc.weight.data.copy(), fc.bias.data.copy()
 loss = lambda: float((nn.linear_forward(x, W, b)[0] * dy).sum())
 for name, analytic, t in (("dx", dx, x), ("dW", dW, W), ("db", db, b)):
-    print(f"{name}: relative error vs central differences = {relative_error(analytic, numerical_gradient(loss, t)):.1e}")
+    error = relative_error(analytic, numerical_gradient(loss, t))
+    print(f"{name}: relative error vs central differences = {error:.1e}")
+    assert analytic.shape == t.shape and error <= 1e-6
 
 # --- 3. The module adds into .grad -----------------------------------------------------------------------------
 fc.zero_grad()
 fc(x)
 fc.backward(dy)
 print("\nfc.weight.grad equals dy.T @ x:", np.allclose(fc.weight.grad, dy.T @ x))
+assert np.allclose(fc.weight.grad, dy.T @ x) and np.allclose(fc.bias.grad, dy.sum(0))
 
 # --- 4. gradcheck, with and without a bias, and behind a Flatten ---------------------------------------------
 for bias in (True, False):
     r = gradcheck(nn.Linear(6, 2, bias=bias, dtype="float64", rng=1), rng.standard_normal((3, 6)), seed=1)
     print(f"gradcheck Linear(6, 2, bias={bias}):", {k: f"{v:.1e}" for k, v in r.errors.items()})
+    assert r.max_error <= 1e-6 and ("bias" in r.errors) == bias
 
 net = nn.Sequential(nn.Flatten(dtype="float64"), nn.Linear(2 * 3 * 3, 5, dtype="float64", rng=2), dtype="float64")
 r = gradcheck(net, rng.standard_normal((2, 2, 3, 3)), seed=2)
 print("gradcheck Flatten -> Linear: max error", f"{r.max_error:.1e}")
+assert r.max_error <= 1e-6

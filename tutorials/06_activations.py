@@ -22,6 +22,10 @@ dy = np.ones_like(x)
 print("relu'      ", nn.relu_backward(dy, mask), " (0 at x = 0, as PyTorch)")
 print("sigmoid'   ", np.round(nn.sigmoid_backward(dy, nn.sigmoid_forward(x)[1]), 4))
 print("tanh'      ", np.round(nn.tanh_backward(dy, nn.tanh_forward(x)[1]), 4))
+s = nn.sigmoid_forward(x)[0]
+assert np.array_equal(mask, x > 0) and np.array_equal(nn.relu_backward(dy, mask), [0, 0, 0, 1, 1])
+assert np.allclose(nn.sigmoid_backward(dy, nn.sigmoid_forward(x)[1]), s * (1 - s))
+assert np.allclose(nn.tanh_backward(dy, nn.tanh_forward(x)[1]), 1 - np.tanh(x) ** 2)
 
 # --- 2. A sigmoid that cannot overflow --------------------------------------------------------------------
 big = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0], dtype=np.float32)
@@ -30,9 +34,12 @@ try:
         1 / (1 + np.exp(-big))                      # the textbook formula needs exp(1000)
 except FloatingPointError as e:
     print("\nnaive 1/(1+exp(-x)): FloatingPointError:", e)
+else:
+    raise AssertionError("the textbook sigmoid was expected to overflow")
 with np.errstate(all="raise"):                      # npse's form raises nothing
     stable = nn.Sigmoid()(big)
 print("0.5*(1+tanh(x/2))  :", stable)
+assert np.array_equal(stable, np.array([0, 0, 0.5, 1, 1], np.float32))
 # The price: far in the negative tail the result rounds to exactly 0 (sigmoid(-50) is 1.9e-22).
 # The absolute error is below the dtype's epsilon, which is all a gate or a probability needs.
 
@@ -45,6 +52,7 @@ relu(x)
 dy = np.ones_like(x)
 dx = relu.backward(dy)
 print("\nReLU backward: dx =", dx, "| dy afterwards =", dy, "(unchanged)")
+assert np.array_equal(dx, [[0, 1, 0, 1]]) and np.array_equal(dy, np.ones_like(x))
 
 # --- 4. gradcheck away from the kink, and at it --------------------------------------------------------------
 rng = np.random.default_rng(0)
@@ -53,5 +61,7 @@ x = np.sign(v) * (0.05 + np.abs(v)) * 3            # |x| >= 0.15: no ReLU kink w
 for name in ("ReLU", "Sigmoid", "Tanh"):
     r = gradcheck(getattr(nn, name)(dtype="float64"), x, seed=1)
     print(f"gradcheck {name:8s} relative error {r.errors['input']:.1e}, crossed a kink: {r.crossed_kink}")
+    assert r.max_error <= 1e-6 and not r.crossed_kink
 r = gradcheck(nn.ReLU(dtype="float64"), np.array([[0.0, 1.0, -1.0]]))
 print("ReLU at exactly 0 -> kinks reported:", r.kinks)
+assert r.kinks == [("input", 0)]

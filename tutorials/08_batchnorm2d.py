@@ -17,6 +17,8 @@ bn = nn.BatchNorm2d(C, dtype="float64")
 y = bn(x)
 print("per-channel mean of y:", np.abs(y.mean(axis=(0, 2, 3))).round(12))
 print("per-channel (biased) variance of y:", np.round(y.var(axis=(0, 2, 3)), 6), "(1 - tiny, because of eps)")
+assert np.abs(y.mean(axis=(0, 2, 3))).max() < 1e-12
+assert np.all(y.var(axis=(0, 2, 3)) < 1) and np.allclose(y.var(axis=(0, 2, 3)), 1, atol=1e-5)
 
 # --- 2. Running statistics: biased variance to normalise, unbiased one to remember -------------------------
 mu = x.mean(axis=(0, 2, 3))
@@ -26,6 +28,8 @@ print("\nrunning_mean = 0.9 * 0 + 0.1 * mu:          ", np.allclose(bn.running_m
 print("running_var  = 0.9 * 1 + 0.1 * var*M/(M-1):", np.allclose(bn.running_var, 0.9 + 0.1 * var_unbiased))
 print("  (with the biased variance it would differ by", f"{np.abs(0.1 * (var_unbiased - var_biased)).max():.1e})")
 print("num_batches_tracked:", int(bn.num_batches_tracked))
+assert np.allclose(bn.running_mean, 0.1 * mu) and np.allclose(bn.running_var, 0.9 + 0.1 * var_unbiased)
+assert not np.allclose(bn.running_var, 0.9 + 0.1 * var_biased) and int(bn.num_batches_tracked) == 1
 
 # --- 3. Evaluation mode: a fixed affine map -------------------------------------------------------------------
 bn.eval()
@@ -36,6 +40,7 @@ dy = rng.standard_normal(x.shape)
 dx = bn.backward(dy)
 print("eval backward is dy * gamma / sqrt(running_var + eps):",
       np.allclose(dx, dy / np.sqrt(bn.running_var[None, :, None, None] + bn.eps)))
+assert np.allclose(y_eval, expected) and np.allclose(dx, dy / np.sqrt(bn.running_var[None, :, None, None] + bn.eps))
 bn.train()
 
 # --- 4. Training-mode backward: the batch statistics depend on x too -------------------------------------------
@@ -48,9 +53,11 @@ for mode in ("train", "eval"):
     getattr(bn, mode)()
     r = gradcheck(bn, x, seed=1)
     print(f"gradcheck ({mode:5s} mode):", {k: f"{v:.1e}" for k, v in r.errors.items()})
+    assert r.max_error <= 1e-6
 print("running statistics untouched by the many forward passes of gradcheck:",
       np.allclose(bn.running_mean, 0) and np.allclose(bn.running_var, 1), "| num_batches_tracked:",
       int(bn.num_batches_tracked))
+assert np.allclose(bn.running_mean, 0) and np.allclose(bn.running_var, 1) and int(bn.num_batches_tracked) == 0
 
 # --- 5. A trap when checking BatchNorm: an upstream gradient that looks like x ----------------------------------
 # The training-mode dx removes from dy, per channel, its constant part and its part along xhat.
@@ -64,4 +71,6 @@ bn(x0)
 dx = bn.backward(np.random.default_rng(7).standard_normal(x0.shape))
 print("\nx and dy from the same seed: |dx| max =", f"{np.abs(dx).max():.1e}",
       "-> 'relative error'", f"{r.errors['input']:.1e} (meaningless)")
-print("with a different seed for dy:", f"{gradcheck(bn, x0, seed=8).errors['input']:.1e}")
+clean = gradcheck(bn, x0, seed=8).errors["input"]
+print("with a different seed for dy:", f"{clean:.1e}")
+assert np.abs(dx).max() < 1e-3 and clean <= 1e-6 and r.errors["input"] > 100 * clean
