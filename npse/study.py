@@ -413,7 +413,7 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         for job, proc, _ in running:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)      # each worker keeps its last checkpoint
         for job, proc, _ in running:
             proc.wait()
         raise
@@ -832,6 +832,7 @@ def main_from_args(args) -> int:
             print(f"{j.arm:22s} seed {j.seed}  {j.state}")
         return 0
     command = "npse study " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    _stop_on_sigterm()
     run_study(args.name, out, protocol, seeds=args.seeds, jobs=args.jobs,
               retry_failed=args.retry_failed, command=command, threads=args.threads,
               backend=args.backend,
@@ -839,7 +840,16 @@ def main_from_args(args) -> int:
     return 0
 
 
+def _stop_on_sigterm() -> None:
+    """Let ``kill PID`` stop a study (or a worker) as Ctrl-C would: a background job started by
+    a non-interactive shell ignores SIGINT, so SIGTERM is the signal that reaches it."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _worker_main(argv) -> int:
+    _stop_on_sigterm()
     spec = json.loads(argv[1])
     return run_one(spec)
 

@@ -1,0 +1,189 @@
+"""npse study: the bookkeeping of arms x seeds, the statistics, the report, bad input.
+
+The runs themselves are ordinary ``train()`` runs (tested in test_train.py); here they are
+either faked on disk (a config.json and a metrics.jsonl, which is all a committed study holds)
+or real but tiny (synthetic data, a few dozen images).
+"""
+import json
+import math
+
+import pytest
+
+from npse import cli, study
+from npse import train as T
+
+PROTOCOL = study.Protocol(epochs=2, batch_size=16, train_subset=40, depth=8,
+                          bottleneck_depth=11, widths=(4, 8, 16), quick=True)
+
+
+def fake_run(out, arm, seed, accs, protocol=PROTOCOL, checkpoint=False):
+    """Write what a finished (or, with fewer epochs, an interrupted) run leaves on disk."""
+    d = study.run_dir(out, arm, seed)
+    d.mkdir(parents=True, exist_ok=True)
+    config = protocol.train_config(study.ARMS[arm], seed, d)
+    (d / T.CONFIG).write_text(json.dumps({"config": config.training_dict()}))
+    lines = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0, "test_acc": a,
+              "lr": 0.1, "seconds": 10.0, "images_per_s": 4.0} for e, a in enumerate(accs, 1)]
+    (d / T.METRICS).write_text("".join(json.dumps(m) + "\n" for m in lines))
+    if checkpoint:
+        (d / T.CHECKPOINT).write_bytes(b"stands for a checkpoint")
+    return d
+
+
+# ----------------------------------------------------------------------------- statistics
+
+@pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764),
+                                          (10, 2.2281), (30, 2.0423)])
+def test_t_quantile_matches_the_tables(df, expected):
+    assert study.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_arm_stats_sd_is_none_for_one_seed_never_zero():
+    assert study.arm_stats([0.8]) == {"n": 1, "mean": 0.8, "sd": None}
+    s = study.arm_stats([0.1, 0.2, 0.3])
+    assert s["mean"] == pytest.approx(0.2) and s["sd"] == pytest.approx(0.1)
+
+
+def test_pooled_sd_and_interval_on_known_inputs():
+    a, b = [0.80, 0.82, 0.84], [0.70, 0.71, 0.72]      # sample variances 4e-4 and 1e-4
+    s_p, df = study.pooled_sd([a, b, [0.5]])            # one-seed groups add nothing
+    assert df == 4 and s_p == pytest.approx(math.sqrt((8e-4 + 2e-4) / 4))
+    d = study.difference([0.85], a, s_p, df)
+    half = study.t_quantile(0.975, 4) * s_p * math.sqrt(1 + 1 / 3)    # 0.0507
+    assert d["d"] == pytest.approx(0.03)
+    assert (d["low"], d["high"]) == (pytest.approx(0.03 - half), pytest.approx(0.03 + half))
+    assert d["verdict"] == "within noise"
+    far = study.difference([0.99, 0.99], b, s_p, df)
+    assert far["verdict"] == "better"
+    assert study.difference([0.1], a, s_p, df)["verdict"] == "worse"
+    assert study.difference([0.9], a, None, 0)["low"] is None
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+
+def test_every_study_holds_its_baseline_and_reference():
+    for name, arms in study.STUDIES.items():
+        if name in ("all", "se3x3"):
+            continue
+        assert "baseline" in arms and "reference" in arms, name
+    assert set(study.STUDIES["all"]) == set(study.ARMS)
+    for arm in study.ARMS.values():
+        if arm.name not in ("baseline", "bottleneck-plain"):
+            assert arm.overrides.get("se_bias") is False, arm.name    # the paper's setting
+
+
+def test_plan_skips_finished_resumes_interrupted_restarts_partial(tmp_path):
+    fake_run(tmp_path, "baseline", 0, [0.3, 0.4])                     # finished
+    fake_run(tmp_path, "reference", 0, [0.3], checkpoint=True)        # stopped after epoch 1
+    fake_run(tmp_path, "squeeze-max", 0, [0.3])                       # partial, no checkpoint
+    jobs = {(j.arm, j.seed): j for j in study.plan("squeeze", tmp_path, PROTOCOL, seeds=1)}
+    assert len(jobs) == 7                               # 3 + 3 seeds, plus one
+    assert jobs["baseline", 0].state == "finished"
+    assert jobs["reference", 0].state == "interrupted"
+    assert jobs["squeeze-max", 0].state == "absent"
+    assert study._spec(jobs["reference", 0], 1, "")["config"]["resume"] is True
+    assert study._spec(jobs["squeeze-max", 0], 1, "")["config"]["overwrite"] is True
+    assert study._spec(jobs["baseline", 1], 1, "")["config"]["overwrite"] is False
+
+
+def test_a_run_of_another_configuration_is_refused(tmp_path):
+    other = study.Protocol(**{**PROTOCOL.as_dict(), "widths": (8, 8, 8)})
+    fake_run(tmp_path, "baseline", 0, [0.3, 0.4], protocol=other)
+    with pytest.raises(ValueError, match="another configuration"):
+        study.plan("squeeze", tmp_path, PROTOCOL, seeds=1)
+
+
+def test_aggregate_and_report_from_disk(tmp_path):
+    study.open_study_folder(tmp_path, PROTOCOL, "squeeze")
+    for s, acc in enumerate([0.60, 0.62, 0.64]):
+        fake_run(tmp_path, "baseline", s, [0.1, acc])
+    for s, acc in enumerate([0.70, 0.71, 0.72]):
+        fake_run(tmp_path, "reference", s, [0.1, acc])
+    fake_run(tmp_path, "squeeze-max", 0, [0.1, 0.69])
+    results = study.report("squeeze", tmp_path, log=lambda line: None)
+    rows = {a["arm"]: a for a in results["arms"]}
+    assert rows["baseline"]["mean"] == pytest.approx(0.62)
+    assert rows["reference"]["sd"] == pytest.approx(0.01)
+    assert rows["squeeze-max"]["sd"] is None and rows["squeeze-max"]["n"] == 1
+    assert results["pooled_df"] == 4
+    assert results["pooled_sd"] == pytest.approx(math.sqrt((8e-4 + 2e-4) / 4))
+    v = rows["baseline"]["vs_reference"]
+    assert v["d"] == pytest.approx(-0.09) and v["verdict"] == "worse"
+    assert rows["squeeze-max"]["vs_reference"]["verdict"] == "within noise"
+    assert rows["reference"]["hidden"] == {"stage 1": 1, "stage 2": 1, "stage 3": 1}
+    assert rows["reference"]["parameters"] > rows["baseline"]["parameters"]
+    assert rows["squeeze-max"]["paper_top1_error"] == 22.57
+    text = (tmp_path / "results.md").read_text()
+    assert "machinery, not a result" in text and "| squeeze-max |" in text
+    assert json.loads((tmp_path / "results.json").read_text())["arms"][2]["arm"] == "squeeze-max"
+
+
+def test_failed_runs_are_recorded_shown_and_not_retried(tmp_path):
+    """A run whose data cannot be found fails in its worker: failed.json, the table says so."""
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    out = tmp_path / "s"
+    lines = []
+    results = study.run_study("nosqueeze", out, PROTOCOL, seeds=1, jobs=2, log=lines.append,
+                              data_dir=str(empty), download=False)
+    assert sum("FAILED" in line for line in lines) == 7
+    assert all(a["failed"] and a["n"] == 0 for a in results["arms"])
+    assert "failed" in (out / "results.md").read_text()
+    jobs = study.plan("nosqueeze", out, PROTOCOL, seeds=1)
+    assert {j.state for j in jobs} == {"failed"}
+    failed = json.loads((study.run_dir(out, "nosqueeze", 0) / study.FAILED).read_text())
+    assert "FileNotFoundError" in failed["error"] and "commit" in failed
+    again = study.plan("nosqueeze", out, PROTOCOL, seeds=1, retry_failed=True)
+    assert {j.state for j in again} == {"absent"}
+
+
+def test_a_tiny_study_runs_end_to_end_and_skips_what_is_done(tmp_path):
+    data = study.write_synthetic_cifar10(tmp_path / "data", n_train=60, n_test=40).parent
+    protocol = study.Protocol(**{**PROTOCOL.as_dict(), "epochs": 1})
+    out = tmp_path / "s"
+    lines = []
+    results = study.run_study("squeeze", out, protocol, seeds=1, jobs=2, log=lines.append,
+                              data_dir=str(data))
+    assert [a["n"] for a in results["arms"]] == [3, 3, 1]
+    record = json.loads((study.run_dir(out, "squeeze-max", 0) / study.RUN_RECORD).read_text())
+    assert "commit" in record and record["wall_seconds"] > 0
+    lines.clear()
+    study.run_study("squeeze", out, protocol, seeds=1, log=lines.append, data_dir=str(data))
+    assert "0 to run" in lines[0]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def run_cli(args, capsys):
+    code = cli.main(args)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["study", "sqeeze"], "unknown study 'sqeeze'"),
+    (["study", "squeeze,nope"], "unknown study 'nope'"),
+    (["study", "squeeze", "--epochs", "0"], "--epochs must be >= 1"),
+    (["study", "squeeze", "--depth", "9"], "6n+2"),
+    (["study", "squeeze", "--jobs", "0"], "--jobs must be an integer >= 1"),
+    (["study", "squeeze", "--seeds", "0"], "--seeds must be an integer >= 1"),
+    (["study", "squeeze", "--report", "/nonexistent/npse-study"], "not a study folder"),
+])
+def test_bad_input_is_one_line(args, message, capsys, tmp_path):
+    code, err = run_cli(args + ["--out", str(tmp_path / "o")] if "--report" not in args
+                        else args, capsys)
+    assert code != 0 and message in err and len(err.splitlines()) == 1
+
+
+def test_a_folder_of_another_protocol_or_not_a_study_is_refused(tmp_path, capsys):
+    study.open_study_folder(tmp_path / "a", PROTOCOL, "squeeze")
+    code, err = run_cli(["study", "squeeze", "--out", str(tmp_path / "a"), "--epochs", "3",
+                         "--data-dir", str(tmp_path)], capsys)
+    assert code == 1 and "another protocol" in err and len(err.splitlines()) == 1
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    code, err = run_cli(["study", "squeeze", "--out", str(tmp_path / "b")], capsys)
+    assert code == 1 and "not a study folder" in err
+    (tmp_path / "c").write_text("a file")
+    code, err = run_cli(["study", "squeeze", "--out", str(tmp_path / "c")], capsys)
+    assert code == 1 and "is a file" in err
