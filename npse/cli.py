@@ -279,6 +279,20 @@ def _run_plot(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- npse excitation
+
+def _add_excitation(sub):
+    from . import excitation    # its options live next to the analysis (docs/14-role-of-excitation.md)
+    p = sub.add_parser(
+        "excitation", help="what the SE gates of a trained network do, per class and depth",
+        description="Run the test set through a trained SE network, record every SE block's gates "
+                    "per class (OUT/gates.npz), measure class-specificity, saturation and spread, "
+                    "check the paper's claims, probe each stage by fixing its gates, and draw the "
+                    "paper's figures 6 and 7 (OUT/*.png, needs matplotlib).")
+    excitation.add_arguments(p, _positive_int)
+    p.set_defaults(func=excitation.command)
+
+
 # ----------------------------------------------------------------------------- npse bench
 
 def _add_bench(sub):
@@ -323,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_plot(sub)
+    _add_excitation(sub)
     _add_bench(sub)
     _add_study(sub)
     return parser

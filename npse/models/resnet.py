@@ -29,7 +29,7 @@ from ..nn import (BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, Module, ReLU, SE
                   init)
 from ..nn.layout import to_channels_last, zeros_like_layout
 from ..nn.module import check_array
-from ..nn.se_block import GATES
+from ..nn.se_block import GATES, checked_fixed_gate
 
 SE_VARIANTS = (None, "standard", "pre", "post", "identity", "3x3", "nosqueeze")
 BLOCKS = ("basic", "bottleneck")
@@ -66,6 +66,7 @@ class SEBlockNoSqueeze(Module):
     fc1 and fc2 are 1x1 convolutions (weights (h, C, 1, 1) and (C, h, 1, 1)), so the gate
     s = gate(fc2(relu(fc1(x)))) has shape (N, C, H, W): one value per position and channel.
     y = x * s, and dx = dy * s + fc1.backward(relu'(.) * fc2.backward(gate'(.) * dy * x)).
+    ``fix_gate(value)`` works as SEBlock's: a scalar or (C,) value used at every image and position.
     """
 
     def __init__(self, channels, reduction=16, excitation="sigmoid", bias=True, dtype=None, rng=None):
@@ -80,9 +81,21 @@ class SEBlockNoSqueeze(Module):
         self.relu = ReLU(dtype=self.dtype)
         self.fc2 = Conv2d(self.hidden, channels, 1, bias=bias, dtype=self.dtype, rng=rng)
         self.gate = None
+        self.fixed_gate = None
+
+    def fix_gate(self, value) -> None:
+        """Scale by the constant ``value`` (scalar or (C,)) instead of the computed gate; None
+        restores it.  As in SEBlock.fix_gate, fc1 and fc2 are then skipped and get no gradient."""
+        self.fixed_gate = checked_fixed_gate("SEBlockNoSqueeze", value, self.channels)
 
     def forward(self, x):
         self._check_input(x, 4, self.channels)
+        if self.fixed_gate is not None:
+            xp = backend.get_array_module(x)
+            s = xp.asarray(self.fixed_gate, dtype=x.dtype).reshape(-1, 1, 1)
+            self.gate = xp.broadcast_to(s, x.shape)
+            self._save((x, self.gate, None))
+            return x * s
         gate_forward, _ = GATES[self.excitation]
         s, gate_cache = gate_forward(self.fc2(self.relu(self.fc1(x))))
         self.gate = s
@@ -91,6 +104,8 @@ class SEBlockNoSqueeze(Module):
 
     def backward(self, dy):
         x, s, gate_cache = self._take_cache()
+        if gate_cache is None:          # a fixed gate: the output depends on x only through x * s
+            return dy * s
         _, gate_backward = GATES[self.excitation]
         du = gate_backward(dy * x, gate_cache)
         return dy * s + self.fc1.backward(self.relu.backward(self.fc2.backward(du)))

@@ -16,7 +16,9 @@ The second term, the gradient through the squeeze, is the one that is easy to fo
 """
 from __future__ import annotations
 
-from ..backend import get_array_module
+import numpy
+
+from ..backend import get_array_module, to_host
 from . import activations, linear, pooling
 from .init import as_rng
 from .layout import is_channels_last, nhwc
@@ -91,6 +93,10 @@ class SEBlock(Module):
     bias=True)``; children ``fc1 = Linear(C, h)`` and ``fc2 = Linear(h, C)`` with
     h = max(1, channels // reduction), so ``state_dict`` holds ``fc1.weight``, ``fc1.bias``,
     ``fc2.weight``, ``fc2.bias``.  After a forward pass ``.gate`` holds s, shape (N, C).
+
+    ``fix_gate(value)`` replaces s by a constant (a scalar or a (C,) array, the same for every
+    image) in later forward passes until ``fix_gate(None)``: the test-time probe of
+    docs/14-role-of-excitation.md.  ``.fixed_gate`` is the value in force (None: the computed gate).
     """
 
     def __init__(self, channels, reduction=16, squeeze="avg", excitation="sigmoid", bias=True,
@@ -109,9 +115,26 @@ class SEBlock(Module):
         self.fc1 = Linear(channels, self.hidden, bias=bias, dtype=self.dtype, rng=rng)
         self.fc2 = Linear(self.hidden, channels, bias=bias, dtype=self.dtype, rng=rng)
         self.gate = None
+        self.fixed_gate = None
+
+    def fix_gate(self, value) -> None:
+        """From the next forward pass on, scale every image's channels by ``value`` instead of the
+        computed gate: ``y = x * value[None, :, None, None]``.  ``value`` is a scalar or a (C,)
+        array (NumPy or CuPy); None restores the computed gate.
+
+        While a gate is fixed, fc1 and fc2 are not run and backward returns ``dy * value`` without
+        touching their gradients: the output no longer depends on them.
+        """
+        self.fixed_gate = checked_fixed_gate("SEBlock", value, self.channels)
 
     def forward(self, x):
         self._check_input(x, 4, self.channels)
+        if self.fixed_gate is not None:
+            xp = get_array_module(x)
+            s = xp.broadcast_to(xp.asarray(self.fixed_gate, dtype=x.dtype), x.shape[:2])
+            self.gate = s
+            self._save(dict(fixed_gate=s))
+            return x * s[:, :, None, None]
         b1 = self.fc1.bias.data if self.fc1.bias else None
         b2 = self.fc2.bias.data if self.fc2.bias else None
         y, cache = se_block_forward(x, self.fc1.weight.data, b1, self.fc2.weight.data, b2,
@@ -122,7 +145,10 @@ class SEBlock(Module):
 
     def backward(self, dy):
         check_array(dy, "SEBlock.backward", 4, self.dtype, self.channels, what="dy")
-        dx, dw1, db1, dw2, db2 = se_block_backward(dy, self._take_cache())
+        cache = self._take_cache()
+        if "fixed_gate" in cache:
+            return dy * cache["fixed_gate"][:, :, None, None]
+        dx, dw1, db1, dw2, db2 = se_block_backward(dy, cache)
         self.fc1.weight.grad += dw1
         self.fc2.weight.grad += dw2
         if db1 is not None:
@@ -135,6 +161,8 @@ class SEBlock(Module):
         if self._cache is None:
             return None
         c = self._cache
+        if "fixed_gate" in c:
+            return []                       # a constant gate: y = x * s has no kink
         sig = [c["relu_mask"]]
         if c["excitation"] == "relu":
             sig.append(c["gate_cache"])
@@ -145,3 +173,17 @@ class SEBlock(Module):
     def extra_repr(self):
         return (f"{self.channels}, reduction={self.reduction}, hidden={self.hidden}, "
                 f"squeeze={self.squeeze!r}, excitation={self.excitation!r}")
+
+
+def checked_fixed_gate(layer, value, channels):
+    """``value`` as a host float64 array of shape () or (C,), or None; a clear error otherwise."""
+    if value is None:
+        return None
+    host = numpy.asarray(to_host(value))
+    if host.dtype.kind not in "biuf" or host.shape not in ((), (channels,)):
+        raise ValueError(f"{layer}.fix_gate: expected a number or a real array of shape "
+                         f"({channels},), got dtype {host.dtype} and shape {host.shape}")
+    host = host.astype(numpy.float64)
+    if not numpy.isfinite(host).all():
+        raise ValueError(f"{layer}.fix_gate: the gate values must be finite")
+    return host

@@ -1,0 +1,313 @@
+"""npse excitation: the gate API, the statistics on hand-set gates, the probe, the command."""
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from npse import nn
+from npse.checkpoint import load_checkpoint, save_checkpoint
+from npse.cli import main
+from npse.excitation import (GateStats, block_name, collect_gates, find_se_blocks, probe,
+                             read_gates, save_weights_only, stage_of)
+from npse.gradcheck import gradcheck
+from npse.models import SEBlockNoSqueeze, cifar_resnet
+from npse.train import CHECKPOINT_FORMAT, TrainConfig, evaluate
+from strategies import batch, normal, seeds
+from test_cli import TOY, assert_one_line_error, run_cli
+from test_train import write_cifar10
+
+TOL = 1e-6
+
+
+# ----------------------------------------------------------------------------- fix_gate
+
+@given(n=batch, c=st.integers(1, 6), hw=st.integers(1, 4), nosqueeze=st.booleans(),
+       per_channel=st.booleans(), seed=seeds)
+def test_a_fixed_gate_scales_by_the_constant_and_passes_gradcheck(n, c, hw, nosqueeze,
+                                                                  per_channel, seed):
+    rng = np.random.default_rng(seed)
+    block = (SEBlockNoSqueeze(c, 2, dtype="float64", rng=rng) if nosqueeze
+             else nn.SEBlock(c, 2, dtype="float64", rng=rng))
+    value = rng.uniform(0.1, 2.0, c) if per_channel else float(rng.uniform(0.1, 2.0))
+    block.fix_gate(value)
+    x = normal(rng, (n, c, hw, hw))
+    expected = x * np.broadcast_to(value, (c,))[None, :, None, None]
+    np.testing.assert_array_equal(block(x), expected)
+    assert np.shape(block.gate)[:2] == (n, c)
+    result = gradcheck(block, x, seed=seed)
+    assert result.max_error <= TOL, result.errors
+    # The output does not depend on fc1 and fc2 while the gate is fixed: their gradients stay 0.
+    assert all(not np.any(p.grad) for p in block.parameters())
+    block.fix_gate(None)
+    assert block.fixed_gate is None
+    assert not np.array_equal(block(x), expected)
+
+
+def test_fixing_one_block_in_a_network_passes_gradcheck():
+    model = cifar_resnet(8, widths=(4, 8, 8), se="standard", se_reduction=2, dtype="float64",
+                         seed=1)
+    find_se_blocks(model)[1][1].fix_gate(np.linspace(0.2, 1.4, 8))
+    x = normal(np.random.default_rng(2), (2, 3, 8, 8))
+    result = gradcheck(model, x, seed=3, max_entries=0, num_directions=3)
+    assert result.max_error <= TOL, result.errors
+
+
+def test_fix_gate_errors():
+    block = nn.SEBlock(4, 2)
+    for bad, words in [(np.ones(3), "shape (4,)"), (np.ones((2, 4)), "shape (4,)"),
+                       (np.array([0.5, np.nan, 1, 1]), "finite"), ("1", "dtype")]:
+        with pytest.raises(ValueError, match=r"SEBlock\.fix_gate") as e:
+            block.fix_gate(bad)
+        assert words in str(e.value)
+    assert block.fixed_gate is None
+
+
+# ----------------------------------------------------------------------------- names
+
+def test_block_and_stage_names():
+    assert block_name("layer3.0.se") == "SE_3_1"
+    assert block_name("layer1.2.se") == "SE_1_3"
+    assert block_name("se") == "se"
+    assert stage_of("SE_2_5") == "2" and stage_of("se") == "se"
+    model = cifar_resnet(20, se="standard", se_stages=(2, 3))
+    names = [n for n, _ in find_se_blocks(model)]
+    assert names == [f"SE_{s}_{b}" for s in (2, 3) for b in (1, 2, 3)]
+    with pytest.raises(ValueError, match="no SE blocks"):
+        find_se_blocks(cifar_resnet(8, widths=(4, 8, 8)))
+
+
+# ----------------------------------------------------------------------------- statistics
+
+@given(k=st.integers(2, 5), c=st.integers(1, 6), per_class=st.integers(2, 9),
+       batch_size=st.integers(1, 7), seed=seeds)
+def test_gate_stats_match_the_definitions(k, c, per_class, batch_size, seed):
+    """Per-class mean and sd, eta^2 as sums of squares (equal class sizes), saturation shares,
+    fed in batches of any size."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(k), per_class))
+    gates = rng.uniform(0, 1, (len(labels), c)) ** rng.uniform(0.2, 5, c)   # some near 0 and 1
+    stats = GateStats(k, c)
+    for i in range(0, len(labels), batch_size):
+        stats.add(gates[i:i + batch_size], labels[i:i + batch_size])
+    groups = [gates[labels == j] for j in range(k)]
+    np.testing.assert_allclose(stats.class_mean, [g.mean(0) for g in groups], rtol=1e-12)
+    np.testing.assert_allclose(np.sqrt(stats.class_var), [g.std(0) for g in groups],
+                               rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(stats.mean, gates.mean(0), rtol=1e-12)
+    grand = gates.mean(0)
+    ss_between = sum(len(g) * (g.mean(0) - grand) ** 2 for g in groups)
+    ss_total = ((gates - grand) ** 2).sum(0)
+    np.testing.assert_allclose(stats.eta2(), ss_between / ss_total, rtol=1e-9)
+    s = stats.summary()
+    assert s["saturated_high"] == pytest.approx((gates > 0.95).mean())
+    assert s["saturated_low"] == pytest.approx((gates < 0.05).mean())
+    assert s["eta2_median"] == pytest.approx(np.median(ss_between / ss_total))
+    back = GateStats.from_arrays(stats.count, **{key: v for key, v in stats.arrays().items()
+                                                 if key != "mean"})
+    np.testing.assert_allclose(back.eta2(), stats.eta2(), rtol=1e-9)
+
+
+class HandSet(nn.Module):
+    """A 'network' whose one SE block gates channel c of an image by (its pixel value) / 255:
+    constant images, normalised with mean 0 and std 1 (after the loader's division by 255),
+    squeezed, then fc1 = fc2 = identity and a ReLU gate."""
+
+    def __init__(self):
+        super().__init__(dtype="float64")
+        self.se = nn.SEBlock(3, 1, excitation="relu", dtype="float64")
+        self.se.fc1.weight.data[...] = np.eye(3)
+        self.se.fc2.weight.data[...] = np.eye(3)
+        self.se.fc1.bias.data[...] = self.se.fc2.bias.data[...] = 0
+        self.pool = nn.GlobalAvgPool2d(dtype="float64")
+        self.fc = nn.Linear(3, 2, dtype="float64", rng=0)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.se(x)))
+
+
+def test_gates_recorded_from_a_network_with_hand_set_gates():
+    # Channel 0: one value per class, both saturated (eta^2 = 1); channel 1: the same two values
+    # in both classes (eta^2 = 0); channel 2: class means 25.5 apart around within-class sd 25.5,
+    # so between-class and within-class variance are equal (eta^2 = 1/2).
+    pixels = {0: [(5, 51, 26), (5, 153, 77)] * 2, 1: [(250, 51, 77), (250, 153, 128)] * 2}
+    labels = np.repeat([0, 1], 4)
+    x = np.stack([np.broadcast_to(np.array(pixels[k][i], np.uint8)[:, None, None], (3, 4, 4))
+                  for k in (0, 1) for i in range(4)])
+    stats, _ = collect_gates(HandSet(), x, labels, [0, 0, 0], [1, 1, 1], 2, batch_size=3)
+    s = stats["se"]
+    np.testing.assert_allclose(s.class_mean * 255, [[5, 102, 51.5], [250, 102, 102.5]])
+    np.testing.assert_allclose(np.sqrt(s.class_var) * 255, [[0, 51, 25.5], [0, 51, 25.5]],
+                               atol=1e-6)
+    np.testing.assert_allclose(s.eta2(), [1, 0, 0.5], atol=1e-12)
+    summary = s.summary()
+    assert summary["eta2_median"] == pytest.approx(0.5)
+    assert summary["saturated_high"] == pytest.approx(4 / 24)     # channel 0 of class 1
+    assert summary["saturated_low"] == pytest.approx(4 / 24)      # channel 0 of class 0
+    assert summary["within_class_sd"] == pytest.approx(np.sqrt((51**2 + 25.5**2) / 3) / 255)
+
+
+# ----------------------------------------------------------------------------- the probe
+
+@pytest.fixture
+def toy():
+    model = cifar_resnet(8, widths=(4, 8, 8), se="standard", se_reduction=2, dtype="float64",
+                         seed=5)
+    rng = np.random.default_rng(6)
+    for _, block in find_se_blocks(model):    # larger SE weights spread the gates away from 1/2
+        for fc in (block.fc1, block.fc2):
+            fc.weight.data[...] = rng.normal(0, 1.5, fc.weight.shape)
+    x = rng.integers(0, 256, (30, 3, 8, 8)).astype(np.uint8)
+    y = rng.integers(0, 10, 30)
+    return model, x, y, [120.0, 110.0, 100.0], [60.0, 60.0, 60.0]
+
+
+def gates_of(model, x, mean, std):
+    from npse.data import iterate_batches
+    xb, _ = next(iterate_batches(x, np.zeros(len(x), int), len(x), mean, std, shuffle=False,
+                                 dtype=model.dtype))
+    model.eval()
+    with nn.no_grad():
+        logits = model(xb)
+    return {name: np.array(b.gate) for name, b in find_se_blocks(model)}, logits
+
+
+def test_fixing_a_stage_changes_that_stage_and_what_follows_only(toy):
+    model, x, y, mean, std = toy
+    stats, _ = collect_gates(model, x, y, mean, std, 10)
+    before, _ = gates_of(model, x, mean, std)
+    model.layer2[0].se.fix_gate(stats["SE_2_1"].mean)
+    after, _ = gates_of(model, x, mean, std)
+    np.testing.assert_array_equal(after["SE_1_1"], before["SE_1_1"])
+    np.testing.assert_allclose(after["SE_2_1"], np.broadcast_to(stats["SE_2_1"].mean, (30, 8)))
+    assert not np.allclose(after["SE_3_1"], before["SE_3_1"])
+
+
+def test_probe_results_match_fixing_by_hand_and_release_every_gate(toy):
+    model, x, y, mean, std = toy
+    stats, acc = collect_gates(model, x, y, mean, std, 10)
+    results = probe(model, x, y, mean, std, stats, batch_size=7)
+    assert [(r["stage"], r["replacement"]) for r in results] == [
+        (s, r) for s in ("1", "2", "3", "all") for r in ("mean", "one")]
+    assert all(b.fixed_gate is None for _, b in find_se_blocks(model))
+    assert evaluate(model, x, y, mean, std)[1] == acc
+    model.layer3[0].se.fix_gate(1.0)
+    loss, acc3, _ = evaluate(model, x, y, mean, std, batch_size=7)
+    model.layer3[0].se.fix_gate(None)
+    r = results[5]
+    assert (r["stage"], r["replacement"]) == ("3", "one")
+    assert (r["loss"], r["accuracy"]) == (loss, acc3)
+
+
+def test_gates_fixed_at_one_everywhere_equal_the_network_without_se(toy):
+    model, x, y, mean, std = toy
+    plain = cifar_resnet(8, widths=(4, 8, 8), dtype="float64")
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if ".se." not in k})
+    for _, block in find_se_blocks(model):
+        block.fix_gate(1)
+    _, with_fixed = gates_of(model, x, mean, std)
+    plain.eval()
+    with nn.no_grad():
+        from npse.data import iterate_batches
+        xb, _ = next(iterate_batches(x, y, len(x), mean, std, shuffle=False, dtype="float64"))
+        np.testing.assert_allclose(with_fixed, plain(xb), rtol=1e-12, atol=1e-12)
+
+
+def test_the_mean_probe_changes_nothing_when_the_gates_ignore_the_input(toy):
+    model, x, y, mean, std = toy
+    for _, block in find_se_blocks(model):     # gate = sigmoid(b2), the same for every image
+        block.fc2.weight.data[...] = 0
+    stats, acc = collect_gates(model, x, y, mean, std, 10)
+    base_loss = evaluate(model, x, y, mean, std)[0]
+    for r in probe(model, x, y, mean, std, stats):
+        if r["replacement"] == "mean":
+            assert r["accuracy"] == acc and r["loss"] == pytest.approx(base_loss, rel=1e-12)
+        else:                                # gate 1 instead of sigmoid(b2): the scale changes
+            assert r["loss"] != pytest.approx(base_loss, rel=1e-6)
+    assert max(s.summary()["between_class_sd"] for s in stats.values()) < 1e-12
+
+
+# ----------------------------------------------------------------------------- the command
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A toy SE-ResNet-8 trained for one epoch on generated data, and its weights-only export."""
+    root = tmp_path_factory.mktemp("excitation")
+    data = ["--data-dir", str(write_cifar10(root / "data", n_test=60)), "--no-download"]
+    rc = main([str(a) for a in ["train", *TOY, "--epochs", "1", *data, "--out", root / "run",
+                                "--quiet"]])
+    assert rc == 0
+    weights = root / "weights.npz"
+    save_weights_only(root / "run" / "checkpoint.npz", weights)
+    return root, data, weights
+
+
+def test_weights_only_export_evaluates_like_the_checkpoint(trained, capsys):
+    root, data, weights = trained
+    arrays, meta = load_checkpoint(weights)
+    full, full_meta = load_checkpoint(root / "run" / "checkpoint.npz")
+    assert set(arrays) == {k for k in full if k.startswith("model.")} and arrays
+    assert meta["weights_only"] is True and meta["data_dir"] is None
+    assert {k: v for k, v in meta.items() if k not in ("weights_only", "data_dir")} == \
+        {k: v for k, v in full_meta.items() if k != "data_dir"}
+    outputs = []
+    for path in (root / "run", weights):
+        rc, out, _ = run_cli(capsys, "evaluate", path, *data)
+        assert rc == 0
+        outputs.append(out.splitlines()[1:])
+    assert outputs[0] == outputs[1]
+
+
+def test_excitation_command_writes_gates_report_and_plots(trained, capsys):
+    root, data, weights = trained
+    rc, out, err = run_cli(capsys, "excitation", weights, *data, "--classes", "cat,dog")
+    assert rc == 0, err
+    folder = root / "excitation"
+    stats, meta = read_gates(folder / "gates.npz")
+    assert meta["blocks"] == ["SE_1_1", "SE_2_1", "SE_3_1"] and meta["classes"][3] == "cat"
+    assert stats["SE_2_1"].count.sum() == 60
+    report = json.loads((folder / "excitation.json").read_text())
+    assert report["images"] == 60 and len(report["probe"]) == 8 and len(report["claims"]) == 4
+    for name, s in stats.items():
+        assert report["blocks"][name]["eta2_median"] == pytest.approx(
+            np.nanmedian(s.eta2()), rel=1e-9)
+    assert "| SE_3_1 |" in (folder / "excitation.md").read_text() and "SE_3_1" in out
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (folder / "fig6_class_means.png").stat().st_size > 0
+        assert (folder / "fig7_within_class.png").stat().st_size > 0
+
+
+def test_excitation_without_matplotlib_writes_the_numbers_and_says_so(trained, capsys,
+                                                                       monkeypatch, tmp_path):
+    _, data, weights = trained
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-probe", "--out", tmp_path)
+    assert rc == 0 and "pip install 'npse[plot]'" in err
+    assert (tmp_path / "gates.npz").exists() and not list(tmp_path.glob("*.png"))
+    assert json.loads((tmp_path / "excitation.json").read_text())["probe"] == []
+
+
+def test_excitation_bad_input_is_one_line(trained, tmp_path, capsys):
+    _, data, weights = trained
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a checkpoint")
+    other = tmp_path / "other.npz"
+    save_checkpoint(other, {"w": np.zeros(3)}, {"hello": 1})
+    plain = cifar_resnet(8, widths=(4, 8, 8))
+    no_se = tmp_path / "no_se.npz"
+    _, meta = load_checkpoint(weights)
+    save_checkpoint(no_se, {f"model.{k}": v for k, v in plain.state_dict().items()},
+                    dict(meta, model_config=plain.config,
+                         config=dict(TrainConfig(model="resnet8").training_dict())))
+    assert meta["format"] == CHECKPOINT_FORMAT
+    for path, words in [(tmp_path / "nope.npz", "not found"), (junk, "not an .npz"),
+                        (other, "not an npse training checkpoint"), (no_se, "no SE blocks")]:
+        rc, _, err = run_cli(capsys, "excitation", path, *data, "--out", tmp_path / "o")
+        assert_one_line_error(rc, err)
+        assert words in err and str(path.name) in err
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--classes", "cat,unicorn")
+    assert_one_line_error(rc, err)
+    assert "unicorn" in err
+    assert not (tmp_path / "o").exists()
