@@ -5,7 +5,7 @@ Run:  python tutorials/09_se_block.py
 import numpy as np
 
 from npse import nn
-from npse.gradcheck import gradcheck, relative_error
+from npse.gradcheck import gradcheck, numerical_gradient, relative_error
 
 rng = np.random.default_rng(0)
 
@@ -15,6 +15,8 @@ print(se)
 print("hidden width h = max(1, C // r) = max(1, 16 // 4) =", se.hidden)
 print("a very narrow block: SEBlock(3, reduction=16).hidden =", nn.SEBlock(3, 16).hidden, "(never 0)")
 print("state_dict keys:", list(se.state_dict()))
+assert se.hidden == 4 and nn.SEBlock(3, 16).hidden == 1
+assert list(se.state_dict()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 
 x = rng.standard_normal((2, 16, 6, 6))
 y = se(x)
@@ -22,6 +24,8 @@ s = se.gate                                         # the excitations s, kept af
 print("\nx", x.shape, "-> z (squeeze)", x.mean((2, 3)).shape, "-> s (gate)", s.shape, "-> y", y.shape)
 print("gates of image 0, first 8 channels:", np.round(s[0, :8], 3), "(sigmoid: all in (0, 1))")
 print("y is x with each channel scaled by its gate:", np.allclose(y, x * s[:, :, None, None]))
+assert s.shape == (2, 16) and y.shape == x.shape and np.all((s > 0) & (s < 1))
+assert np.allclose(y, x * s[:, :, None, None])
 
 # --- 2. The same block, written out with the layer functions ----------------------------------------------
 z = x.mean(axis=(2, 3))                                               # squeeze      (N, C)
@@ -29,6 +33,7 @@ a = z @ se.fc1.weight.data.T + se.fc1.bias.data                       # fc1     
 r = np.maximum(a, 0)                                                  # ReLU         (N, h)
 u = r @ se.fc2.weight.data.T + se.fc2.bias.data                       # fc2          (N, C)
 print("gate recomputed by hand matches .gate:", np.allclose(1 / (1 + np.exp(-u)), s))
+assert np.allclose(1 / (1 + np.exp(-u)), s)
 
 # --- 3. Gradient checks for every squeeze / gate combination of the paper's ablations -----------------------
 x = rng.standard_normal((2, 8, 4, 5))
@@ -38,6 +43,7 @@ for squeeze in ("avg", "max"):
         r = gradcheck(blk, x, seed=2)
         print(f"gradcheck squeeze={squeeze:3s} excitation={gate:7s}: max relative error "
               f"{r.max_error:.1e}, crossed a kink: {r.crossed_kink}")
+        assert r.max_error <= 1e-6 and not r.crossed_kink
 
 # --- 4. The gradient through the squeeze ---------------------------------------------------------------------
 # x reaches y along two paths: directly (y = x * s) and through z -> s. Keeping only the first
@@ -49,18 +55,11 @@ dx_full = blk.backward(dy)
 y, cache = nn.se_block_forward(x, blk.fc1.weight.data, blk.fc1.bias.data, blk.fc2.weight.data, blk.fc2.bias.data)
 dx_direct_only = dy * cache["gate"][:, :, None, None]
 
-# A numerical reference for dx, one entry at a time:
-numeric = np.zeros_like(x)
-for i in np.ndindex(x.shape):
-    keep = x[i]
-    x[i] = keep + 1e-6
-    lp = (blk(x) * dy).sum()
-    x[i] = keep - 1e-6
-    lm = (blk(x) * dy).sum()
-    x[i] = keep
-    numeric[i] = (lp - lm) / 2e-6
+# A numerical reference for dx, one entry at a time (central differences, h = 1e-5):
+numeric = numerical_gradient(lambda: (blk(x) * dy).sum(), x)
 print("\nrelative error of dx, full backward         :", f"{relative_error(dx_full, numeric):.1e}")
 print("relative error of dx, squeeze path forgotten:", f"{relative_error(dx_direct_only, numeric):.1e}")
+assert relative_error(dx_full, numeric) <= 1e-6 and relative_error(dx_direct_only, numeric) > 1e-3
 # The missing term is pool_backward(dz) = dz / (H*W) on every pixel: small per pixel for large
 # maps, which is why the bug survives eyeballing -- but a gradient check at 1e-6 catches it at once.
 
@@ -74,6 +73,8 @@ blk.backward(dy)
 print("fc1 then receives no gradient (dr = du @ W2 = 0): |fc1.weight.grad| =", np.abs(blk.fc1.weight.grad).max())
 print("but fc2 does, so training can move away from it: |fc2.weight.grad| =",
       f"{np.abs(blk.fc2.weight.grad).max():.2e}")
+assert np.array_equal(np.unique(blk.gate), [0.5]) and np.allclose(y, x / 2)
+assert not blk.fc1.weight.grad.any() and np.abs(blk.fc2.weight.grad).max() > 0
 
 # --- 6. Reading the excitations: .gate for analysis ---------------------------------------------------------------
 # Two kinds of inputs: energy in channels 0-3 or in channels 4-7. Average the gates per kind, as
@@ -88,4 +89,5 @@ with nn.no_grad():                                      # no caches kept; .gate 
     mean_b = blk.gate.mean(axis=0)
 print("\nmean gate per channel, inputs of kind A:", np.round(mean_a, 3))
 print("mean gate per channel, inputs of kind B:", np.round(mean_b, 3))
+assert mean_a.shape == (8,) and not np.allclose(mean_a, mean_b)
 print("(an untrained block already responds to the input; training makes the difference purposeful)")
