@@ -14,13 +14,17 @@ moment leaves the old checkpoint or the new one, never half of one.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import math
 import os
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy
+from numpy.lib import format as npy_format
 
 from . import backend
 
@@ -102,47 +106,171 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# ----------------------------------------------------------------------------- reading
+
+#: The largest metadata entry read (JSON text). A long run's metrics take a few hundred bytes per
+#: epoch, so this leaves room for thousands of epochs while a crafted file cannot make it huge.
+MAX_META_BYTES = 8 * 2**20
+#: The largest .npy header read (NumPy's own default limit).
+_MAX_NPY_HEADER = 10000
+#: Array element kinds a checkpoint may hold: bool, signed and unsigned integers, floats.
+_NUMERIC_KINDS = "biuf"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """What an entry's .npy header declares, read without reading the array itself."""
+
+    shape: tuple
+    dtype: numpy.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def describe(self) -> str:
+        return f"shape {self.shape}, dtype {self.dtype}"
+
+
+class CheckpointReader:
+    """An open checkpoint whose arrays are read one at a time, each only after its header was
+    checked, so that a damaged or crafted file cannot make the reader allocate more than the
+    file holds.
+
+    On opening, every entry must be stored uncompressed (as :func:`save_checkpoint` writes them)
+    and its header (shape, dtype) must account for exactly the bytes the entry holds; the entries
+    together may not hold more bytes than the file. So no array read is larger than the file.
+    ``entries`` maps each key (without ``.npy``) to its :class:`Entry`; ``meta`` is the parsed
+    metadata (a dict). Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path):
+        self.path = path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"npse checkpoint not found: {path}")
+        if not path.is_file():
+            raise IsADirectoryError(f"npse checkpoint path is not a file: {path}")
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"PK\x03\x04":
+            # Not a zip archive at all (random bytes, an empty file, a lone .npy): refused here so
+            # that nothing ever falls back to reading the bytes as a pickle.
+            raise self._bad(f"not an .npz archive: starts with {magic!r}")
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+            if isinstance(e, PermissionError):
+                raise
+            raise self._bad(f"{type(e).__name__}: {e}") from None
+        try:
+            self.entries = self._read_headers(path.stat().st_size)
+            if META_KEY not in self.entries:
+                raise CheckpointError(
+                    f"{path}: no '{META_KEY}' entry, so not an npse checkpoint (an .npz written "
+                    "by something else?)")
+            self.meta = self._read_meta()
+            del self.entries[META_KEY]
+        except BaseException:
+            self._zip.close()
+            raise
+
+    def _bad(self, why: str) -> CheckpointError:
+        return CheckpointError(f"{self.path}: truncated or not an npse checkpoint ({why})")
+
+    def _read_headers(self, file_size: int) -> dict:
+        infos = self._zip.infolist()
+        declared = sum(i.file_size for i in infos)
+        if declared > file_size:
+            raise self._bad(f"its entries claim {declared} bytes, more than the file's "
+                            f"{file_size}")
+        entries = {}
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy") or name[:-4] in entries:
+                raise self._bad(f"unexpected or repeated entry {name!r}")
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise self._bad(f"entry {name!r} is compressed; npse writes checkpoints "
+                                "uncompressed")
+            key = name[:-4]
+            try:
+                with self._zip.open(info) as f:
+                    version = npy_format.read_magic(f)
+                    read_header = {(1, 0): npy_format.read_array_header_1_0,
+                                   (2, 0): npy_format.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise ValueError(f".npy format version {version} is not supported")
+                    shape, _, dtype = read_header(f, max_header_size=_MAX_NPY_HEADER)
+                    header_bytes = f.tell()
+            except (ValueError, OSError, EOFError, SyntaxError, TypeError, zipfile.BadZipFile,
+                    zlib.error) as e:
+                if isinstance(e, PermissionError):
+                    raise
+                raise self._bad(f"entry '{key}' has no valid .npy header: "
+                                f"{' '.join(str(e).split())[:200]}") from None
+            if dtype.names is not None or dtype.subdtype is not None or \
+                    dtype.kind not in _NUMERIC_KINDS:
+                raise self._bad(f"entry '{key}' has dtype {dtype}; checkpoints hold plain "
+                                "numeric arrays only")
+            entry = Entry(tuple(int(n) for n in shape), dtype)
+            if header_bytes + entry.nbytes != info.file_size:
+                raise self._bad(f"entry '{key}' declares {entry.describe()} "
+                                f"({entry.nbytes} bytes) but holds {info.file_size - header_bytes}")
+            entries[key] = entry
+        return entries
+
+    def _read_meta(self) -> dict:
+        entry = self.entries[META_KEY]
+        if entry.dtype != numpy.uint8 or len(entry.shape) != 1:
+            raise CheckpointError(f"{self.path}: the '{META_KEY}' entry is corrupt "
+                                  f"({entry.describe()}, expected 1-D uint8)")
+        if entry.nbytes > MAX_META_BYTES:
+            raise CheckpointError(f"{self.path}: the '{META_KEY}' entry holds {entry.nbytes} "
+                                  f"bytes, more than the {MAX_META_BYTES} npse reads")
+        raw = self.read(META_KEY)
+        try:
+            meta = json.loads(raw.tobytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise CheckpointError(f"{self.path}: the '{META_KEY}' entry is corrupt "
+                                  f"({type(e).__name__}: {str(e)[:200]})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{self.path}: the '{META_KEY}' entry holds a JSON "
+                                  f"{type(meta).__name__}, expected an object")
+        return meta
+
+    def read(self, key: str) -> numpy.ndarray:
+        """The array stored under ``key`` (its size was checked when the file was opened)."""
+        try:
+            with self._zip.open(key + ".npy") as f:
+                return npy_format.read_array(f, allow_pickle=False,
+                                             max_header_size=_MAX_NPY_HEADER)
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+            if isinstance(e, PermissionError):
+                raise
+            raise self._bad(f"entry '{key}': {type(e).__name__}: {e}") from None
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def load_checkpoint(path) -> tuple[dict, dict]:
-    """Read a file written by :func:`save_checkpoint`: ``(arrays, meta)``, arrays as NumPy."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"npse checkpoint not found: {path}")
-    if not path.is_file():
-        raise IsADirectoryError(f"npse checkpoint path is not a file: {path}")
-    bad = f"{path}: truncated or not an npse checkpoint"
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"PK\x03\x04":
-        # Not a zip archive at all (random bytes, an empty file, a lone .npy); checked here so that
-        # np.load never falls back to its "this is a pickle" interpretation of the bytes.
-        raise ValueError(f"{bad} (not an .npz archive: starts with {magic!r})")
-    try:
-        with numpy.load(path, allow_pickle=False) as z:
-            if META_KEY not in z.files:
-                raise _NoMeta()
-            # Read everything now: a damaged member fails here, not later in the caller.
-            arrays = {k: z[k] for k in z.files if k != META_KEY}
-            meta_raw = z[META_KEY]
-    except _NoMeta:
-        raise ValueError(
-            f"{path}: no '{META_KEY}' entry, so not an npse checkpoint (an .npz written by "
-            "something else?)"
-        ) from None
-    except PermissionError:
-        raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise ValueError(f"{bad} ({type(e).__name__}: {e})") from e
-    try:
-        if meta_raw.dtype != numpy.uint8 or meta_raw.ndim != 1:
-            raise ValueError(f"dtype {meta_raw.dtype}, shape {meta_raw.shape}")
-        meta = json.loads(meta_raw.tobytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: the '{META_KEY}' entry is corrupt ({e})") from e
-    return arrays, meta
+    """Read a file written by :func:`save_checkpoint`: ``(arrays, meta)``, arrays as NumPy.
 
-
-class _NoMeta(Exception):
-    """Internal: the archive is readable but has no metadata entry."""
+    Every entry is read (through :class:`CheckpointReader`, so at most the file's size in all).
+    A damaged or foreign file is a :class:`CheckpointError` (a ValueError) naming the file.
+    """
+    with CheckpointReader(path) as reader:
+        arrays = {key: reader.read(key) for key in reader.entries}
+        return arrays, reader.meta
 
 
 def split_prefixed(arrays: dict, prefix: str) -> dict:
@@ -161,3 +289,150 @@ def add_prefix(arrays: dict, prefix: str) -> dict:
     if not prefix or prefix.endswith("."):
         raise ValueError(f"add_prefix: prefix must be non-empty, without a trailing '.', got {prefix!r}")
     return {f"{prefix}.{k}": v for k, v in arrays.items()}
+
+
+# ----------------------------------------------------------------------------- a model's weights
+
+#: The deepest CIFAR ResNet of He et al. (2016) has 1202 layers; a deeper model_config is refused.
+MAX_DEPTH = 1202
+
+
+def parameter_bound(config: dict) -> int:
+    """The number of values (parameters and buffers) of the CIFAR (SE-)ResNet that ``config``
+    (a :func:`check_model_config`-checked dict) describes, counted without building it, as
+    :mod:`npse.models.resnet` lays the network out (the tests compare it with built models).
+    Callers treat it as an estimate and allow for slack."""
+    bottleneck = config["block"] == "bottleneck"
+    per_stage = (config["depth"] - 2) // (9 if bottleneck else 6)
+    se, reduction, stages = config.get("se"), config["se_reduction"], config.get("se_stages") or ()
+    widths = config["widths"]
+
+    def bn(c):
+        return 4 * c + 2                  # weight, bias, two running statistics; the int64 count
+
+    total = 27 * widths[0] + bn(widths[0])
+    in_planes = widths[0]
+    for stage, planes in enumerate(widths, start=1):
+        for i in range(per_stage):
+            out = 4 * planes if bottleneck else planes
+            stride = 2 if stage > 1 and i == 0 else 1
+            if bottleneck:
+                total += in_planes * planes + 9 * planes * planes + planes * out
+                total += 2 * bn(planes) + bn(out)
+            else:
+                total += 9 * in_planes * planes + 9 * planes * planes + 2 * bn(planes)
+            if config["shortcut"] == "B" and (stride != 1 or in_planes != out):
+                total += in_planes * out + bn(out)
+            if se not in (None, "none") and stage in stages:
+                c = {"pre": in_planes, "3x3": planes}.get(se, out)
+                hidden = max(1, c // reduction)
+                total += 2 * c * hidden + hidden + c
+            in_planes = out
+    return total + in_planes * config["num_classes"] + config["num_classes"]
+
+
+def check_model_config(config, where) -> None:
+    """Refuse a ``model_config`` (from a file: untrusted) whose types or sizes are wrong, before
+    anything is built from it. The fields the size depends on are checked here; the rest by
+    :func:`npse.models.cifar_resnet` when the model is built."""
+    from .models.resnet import BLOCKS, cifar_resnet
+
+    def fail(why):
+        raise CheckpointError(f"{where}: model_config {why}")
+
+    if not isinstance(config, dict):
+        fail(f"must be a JSON object, got {type(config).__name__}")
+    known = set(inspect.signature(cifar_resnet).parameters)
+    unknown = sorted(set(config) - known)
+    if unknown:
+        fail(f"has unknown keys {unknown}")
+
+    def count(name, low, high=None):
+        v = config.get(name)
+        if type(v) is not int or v < low or (high is not None and v > high):
+            fail(f"'{name}' must be an integer in [{low}, {high or 'inf'}], got {v!r}")
+
+    for name in ("depth", "num_classes", "widths", "se_reduction", "block", "shortcut"):
+        if name not in config:
+            fail(f"lacks '{name}'")
+    count("depth", 1, MAX_DEPTH)
+    count("num_classes", 1)
+    count("se_reduction", 1)
+    widths = config["widths"]
+    if not isinstance(widths, list) or len(widths) != 3 or \
+            any(type(w) is not int or w < 1 for w in widths):
+        fail(f"'widths' must be three positive integers, got {widths!r}")
+    if config["block"] not in BLOCKS:
+        fail(f"'block' must be one of {BLOCKS}, got {config['block']!r}")
+    stages = config.get("se_stages", [])
+    if not isinstance(stages, list) or any(type(s) is not int for s in stages):
+        fail(f"'se_stages' must be a list of integers, got {stages!r}")
+    if config.get("dtype", "float32") not in ("float32", "float64"):
+        fail(f"'dtype' must be float32 or float64, got {config.get('dtype')!r}")
+
+
+def model_from_checkpoint(reader: CheckpointReader, config, prefix: str = "model"):
+    """The model that ``config`` (a model_config) describes, with the weights ``reader`` holds
+    under ``prefix`` loaded into it: every step checked before memory is spent on it.
+
+    1. ``config`` is checked (:func:`check_model_config`), and the model it describes may not be
+       much larger than the weights the file holds (:func:`parameter_bound`);
+    2. the model is built; every ``prefix.*`` entry must be one of its state-dict entries, with
+       the same shape and dtype, and none may be missing;
+    3. the arrays are read and must be finite; then they are loaded, all or nothing.
+    Any failure is a :class:`CheckpointError` naming the file and the entry.
+    """
+    from .models import from_config
+
+    where = reader.path
+    check_model_config(config, where)
+    head = prefix + "."
+    held = sum(e.nbytes for k, e in reader.entries.items() if k.startswith(head))
+    itemsize = numpy.dtype(config.get("dtype", "float32")).itemsize
+    needed = parameter_bound(config) * itemsize
+    # A file holds its weights uncompressed, so an honest model_config describes a model no
+    # larger than the weights in the file; the factor leaves room for the bound's slack.
+    if needed > 4 * held + 2**20:
+        raise CheckpointError(
+            f"{where}: model_config describes a model of up to {needed / 2**20:.1f} MiB, but the "
+            f"file holds {held / 2**20:.1f} MiB of '{prefix}.*' weights")
+    try:
+        model = from_config(config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: model_config is invalid: {e}") from None
+    expected = {head + k: Entry(tuple(v.shape), numpy.dtype(v.dtype))
+                for k, v in model.state_dict().items()}
+    check_entries(reader, expected, head)
+    state = {}
+    for key in expected:
+        array = reader.read(key)
+        if array.dtype.kind == "f" and not numpy.isfinite(array).all():
+            bad = int(array.size - numpy.isfinite(array).sum())
+            raise CheckpointError(f"{where}: '{key}' holds {bad} non-finite value(s) (NaN or "
+                                  f"inf); these weights cannot give meaningful results")
+        state[key[len(head):]] = array
+    try:
+        model.load_state_dict(state)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: the arrays do not fit the model: {e}") from None
+    return model
+
+
+def check_entries(reader: CheckpointReader, expected: dict, head: str, optional=False) -> None:
+    """Compare the entries of ``reader`` whose key starts with ``head`` with ``expected``
+    ({key: Entry}): unknown, misshapen or (unless ``optional``) missing ones are refused."""
+    given = {k: e for k, e in reader.entries.items() if k.startswith(head)}
+    unknown = sorted(set(given) - set(expected))
+    missing = [] if optional else sorted(set(expected) - set(given))
+    if unknown or missing:
+        shown = lambda keys: ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        parts = ([f"unexpected entries {shown(unknown)}"] if unknown else []) + \
+                ([f"missing entries {shown(missing)}"] if missing else [])
+        raise CheckpointError(f"{reader.path}: the arrays do not fit the model of its "
+                              f"model_config: {'; '.join(parts)}")
+    for key, entry in given.items():
+        want = expected[key]
+        if entry.shape != want.shape or entry.dtype != want.dtype:
+            raise CheckpointError(f"{reader.path}: the arrays do not fit the model of its "
+                                  f"model_config: '{key}' has {entry.describe()}, expected "
+                                  f"{want.describe()}")

@@ -225,24 +225,17 @@ def _add_evaluate(sub):
 
 def _run_evaluate(args) -> int:
     from . import backend
-    from .checkpoint import split_prefixed
 
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / T.CHECKPOINT
-    arrays, meta = T.read_checkpoint_meta(path)
+    model, meta = T.load_model_for_inference(path, args.backend)
     config = T.TrainConfig.from_dict(meta["config"])
     config.data_dir = args.data_dir if args.data_dir is not None else meta.get("data_dir")
     config.download = args.download
     previous = backend.get_backend()
     backend.set_backend(args.backend)
     try:
-        model = T._model_from_config(meta["model_config"])
-        try:
-            model.load_state_dict(split_prefixed(arrays, "model"))
-        except ValueError as e:
-            raise ValueError(f"{path}: the arrays do not fit the model: {e}") from None
-        model.to(args.backend)
         data = T._load_dataset(config)
         loss, acc, per_class = T.evaluate(model, data.x_test, data.y_test, meta["mean"],
                                           meta["std"], args.batch_size)
@@ -324,6 +317,15 @@ def _add_study(sub):
     p.set_defaults(func=study.main_from_args)
 
 
+def _out_of_memory(error: MemoryError) -> str:
+    """The one-line message for a MemoryError: npse's own estimates already say what fits."""
+    text = " ".join(str(error).split())
+    if text.startswith(("a training step", "an evaluation pass")):
+        return text
+    return (f"out of memory{': ' + text if text else ''}. A smaller --batch-size (or "
+            f"--eval-batch-size) needs less; a run's last checkpoint is left intact")
+
+
 def _fail(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return 1
@@ -360,6 +362,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:
+        if os.environ.get("NPSE_TRACEBACK"):
+            raise
+        return _fail(_out_of_memory(e))
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
         if os.environ.get("NPSE_TRACEBACK"):
             raise

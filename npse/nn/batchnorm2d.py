@@ -19,6 +19,13 @@ from .module import Module, Parameter, check_array, grad_enabled
 from .se_block import spatial_dot
 
 
+def _as_float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _per_channel(v):
     return v.reshape(1, -1, 1, 1)
 
@@ -281,6 +288,9 @@ class BatchNorm2d(Module):
         if momentum is None or not 0 <= float(momentum) <= 1:
             raise ValueError(f"BatchNorm2d: momentum must be a number in [0, 1] (a cumulative "
                              f"average, PyTorch's momentum=None, is not supported), got {momentum!r}")
+        if isinstance(eps, (bool, str)) or not 0 < _as_float(eps) < float("inf"):
+            raise ValueError(f"BatchNorm2d: eps must be a finite number > 0 (it keeps "
+                             f"1/sqrt(var + eps) finite), got {eps!r}")
         xp = get_array_module()
         self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
         self.weight = Parameter(xp.ones(num_features, dtype=self.dtype))

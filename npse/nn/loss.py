@@ -76,6 +76,9 @@ class CrossEntropyLoss:
         if targets.shape != (logits.shape[0],):
             raise ValueError(f"CrossEntropyLoss: targets must have shape ({logits.shape[0]},), "
                              f"got {tuple(targets.shape)}")
+        if logits.shape[0] == 0 or logits.shape[1] == 0:
+            raise ValueError(f"CrossEntropyLoss: logits of shape {tuple(logits.shape)} hold no "
+                             "sample or no class; the mean loss over them is undefined")
         k = logits.shape[1]
         on_host = isinstance(targets, numpy.ndarray)
         if (on_host or self.check_targets) and targets.size and (

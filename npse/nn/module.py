@@ -11,6 +11,7 @@ Chapter: docs/02-module.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import OrderedDict
 
 import numpy
@@ -125,8 +126,18 @@ class Module:
             p.grad[...] = 0
 
     # --- forward / backward -------------------------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        # Every backward a subclass defines first checks dy against the output of the forward
+        # pass (see _check_upstream): one check for every layer and every formulation.
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:
+            cls.backward = _checks_upstream(cls.__dict__["backward"])
+
     def __call__(self, x):
-        return self.forward(x)
+        y = self.forward(x)
+        # What backward's dy must look like: kept only when a backward can follow.
+        self._output = (tuple(y.shape), y.dtype) if _grad_enabled and hasattr(y, "shape") else None
+        return y
 
     def forward(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -137,6 +148,19 @@ class Module:
     def _save(self, cache):
         """Keep ``cache`` for backward, except under :func:`no_grad`."""
         self._cache = cache if _grad_enabled else None
+
+    def _check_upstream(self, dy) -> None:
+        """Refuse a ``dy`` whose shape or dtype differs from the output of the last forward pass
+        run through ``m(x)`` (either memory format: only shape and dtype are compared). Without
+        it, broadcasting or a reshape would turn a wrong dy into a wrong dx, silently."""
+        expected, self._output = self.__dict__.get("_output"), None
+        if expected is None or not hasattr(dy, "shape") or not hasattr(dy, "dtype"):
+            return
+        shape, dtype = expected
+        if tuple(dy.shape) != shape or dy.dtype != dtype:
+            raise ValueError(f"{type(self).__name__}.backward: dy has shape {tuple(dy.shape)} and "
+                             f"dtype {dy.dtype}, but the forward pass produced shape {shape} and "
+                             f"dtype {dtype}")
 
     def _take_cache(self):
         if self._cache is None:
@@ -172,6 +196,7 @@ class Module:
 
         The keys and shapes must match :meth:`state_dict` exactly; a missing, unexpected or wrongly
         shaped entry is a ``ValueError`` that names it. Values are cast to the module's dtype.
+        All or nothing: after an error the module holds exactly what it held before.
         """
         own = self.state_dict()
         missing = [k for k in own if k not in state]
@@ -180,6 +205,9 @@ class Module:
             raise ValueError(
                 f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {extra}"
             )
+        # Every value is checked and converted before any is stored: a failure on one entry leaves
+        # the module as it was, never half loaded.
+        converted = []
         for key, target in own.items():
             given = state[key]
             if tuple(numpy.shape(given)) != tuple(target.shape):
@@ -187,10 +215,21 @@ class Module:
                     f"{type(self).__name__}.load_state_dict: '{key}' has shape "
                     f"{tuple(numpy.shape(given))}, expected {tuple(target.shape)}"
                 )
-        for key, target in own.items():
+            kind = numpy.dtype(getattr(given, "dtype", numpy.asarray(given).dtype)).kind
+            if kind not in "biuf":
+                raise ValueError(f"{type(self).__name__}.load_state_dict: '{key}' has dtype "
+                                 f"{getattr(given, 'dtype', type(given).__name__)}, expected a "
+                                 f"real number array ({target.dtype})")
             xp = backend.get_array_module(target)
-            value = backend.to_device(state[key], backend.backend_of(target))
-            target[...] = xp.asarray(value, dtype=target.dtype)
+            try:
+                value = xp.asarray(backend.to_device(given, backend.backend_of(target)),
+                                   dtype=target.dtype)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: '{key}' cannot be "
+                                 f"converted to {target.dtype}: {e}") from None
+            converted.append((target, value))
+        for target, value in converted:
+            target[...] = value
 
     def to(self, name: str):
         """Move every parameter, gradient and buffer to backend ``name`` ('numpy' or 'cupy')."""
@@ -228,15 +267,27 @@ def check_array(x, layer: str, ndim: int, dtype=None, channels=None, channel_axi
             f"{layer}: {what} must have {ndim} dimensions, got {x.ndim} (shape {tuple(x.shape)})"
         )
     if dtype is not None and x.dtype != dtype:
+        # Layers are float32 or float64 (backend.check_float_dtype): suggest only what exists.
+        remedy = (f" or build the layer with dtype={x.dtype}" if x.dtype in (numpy.float32, numpy.float64)
+                  else "; layers compute in float32 or float64 only")
         raise TypeError(
             f"{layer}: {what} has dtype {x.dtype} but the layer is {numpy.dtype(dtype)}; "
-            f"cast the input (x.astype(...)) or build the layer with dtype={x.dtype}"
+            f"cast the input (x.astype({str(numpy.dtype(dtype))!r})){remedy}"
         )
     if channels is not None and x.shape[channel_axis] != channels:
         raise ValueError(
             f"{layer}: {what} has {x.shape[channel_axis]} channels (axis {channel_axis}, shape "
             f"{tuple(x.shape)}), expected {channels}"
         )
+
+
+def _checks_upstream(backward):
+    """``backward`` preceded by :meth:`Module._check_upstream`."""
+    @functools.wraps(backward)
+    def checked(self, dy, *args, **kwargs):
+        self._check_upstream(dy)
+        return backward(self, dy, *args, **kwargs)
+    return checked
 
 
 class Sequential(Module):

@@ -97,9 +97,17 @@ def avgpool2d_backward(dy, cache):
 
 
 # --- global pooling --------------------------------------------------------------------------------
+def _check_has_pixels(layer, x):
+    """A mean or maximum over no pixels is undefined: refuse it rather than return NaN."""
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"{layer}: the input has no pixels (shape {tuple(x.shape)}); "
+                         "global pooling needs H, W >= 1")
+
+
 def global_avgpool2d_forward(x):
     """x (N, C, H, W) -> z (N, C), the mean over H and W; the cache is the input's shape and
     whether it is stored channels last (dx is stored the same way)."""
+    _check_has_pixels("GlobalAvgPool2d", x)
     xp = get_array_module(x)
     n, c, h, w = x.shape
     if is_channels_last(x):   # a product with a vector of 1/(H*W): one pass over (N, H*W, C)
@@ -119,6 +127,7 @@ def global_avgpool2d_backward(dz, cache):
 
 def global_maxpool2d_forward(x):
     """x (N, C, H, W) -> z (N, C), the maximum over H and W; ties go to the first maximum."""
+    _check_has_pixels("GlobalMaxPool2d", x)
     xp = get_array_module(x)
     n, c = x.shape[:2]
     flat = x.reshape(n, c, -1)

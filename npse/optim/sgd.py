@@ -70,7 +70,7 @@ class SGD:
         named_params: iterable of ``(name, Parameter)`` (``model.named_parameters()``) or of
             Parameters. Names key the momentum buffers in :meth:`state_dict`.
         lr: learning rate; a schedule usually overwrites ``opt.lr`` before every step.
-        momentum: momentum factor (0 disables the buffers).
+        momentum: momentum factor in [0, 1) (0 disables the buffers).
         nesterov: use Nesterov momentum (needs ``momentum > 0``).
         weight_decay: L2 coefficient ``wd`` added to the gradient as ``wd * p``.
         decay_filter: ``decay_filter(name, param) -> bool``, which parameters get weight decay
@@ -82,6 +82,9 @@ class SGD:
         self.params = _named(named_params)
         self.lr = lr
         self.momentum = _check_nonneg("momentum", momentum)
+        if self.momentum >= 1.0:
+            # The buffer would never forget a gradient: its size grows without bound.
+            raise ValueError(f"SGD: momentum must be < 1, got {self.momentum}")
         self.weight_decay = _check_nonneg("weight_decay", weight_decay)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0.0:
