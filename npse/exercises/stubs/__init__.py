@@ -1,0 +1,1 @@
+"""The exercises' stub files: copy one out with ``python -m npse.exercises start NAME DIR``."""
