@@ -330,7 +330,7 @@ def open_study_folder(out: Path, protocol: Protocol, names: str) -> None:
                              f"use another --out, or the folder's own options")
         studies = list(dict.fromkeys(saved.get("studies", []) + names.split(",")))
     else:
-        if out.is_dir() and any(p.name != ".gitignore" for p in out.iterdir()):
+        if out.is_dir() and any(p.name not in (".gitignore", "_data") for p in out.iterdir()):
             raise ValueError(f"--out {out} is not empty and holds no study.json: not a study "
                              f"folder; choose an empty or new folder")
         studies = names.split(",")
@@ -441,8 +441,9 @@ def _progress_line(job: Job, code: int, seconds: float, counter: str) -> str:
     name = f"{job.arm} seed {job.seed}"
     if code == 0:
         metrics = read_metrics(job.directory / T.METRICS)
-        return (f"{counter} {name}: {100 * metrics[-1]['test_acc']:.2f}% after "
-                f"{metrics[-1]['epoch']} epochs ({seconds / 60:.1f} min)")
+        epochs = metrics[-1]["epoch"]
+        return (f"{counter} {name}: {100 * metrics[-1]['test_acc']:.2f}% after {epochs} "
+                f"epoch{'s' if epochs != 1 else ''} ({seconds / 60:.1f} min)")
     if code == 130:
         return f"{counter} {name}: interrupted (it resumes from its checkpoint)"
     if (job.directory / FAILED).exists():
