@@ -12,6 +12,7 @@ Chapter: docs/12-speed.md.
 """
 from __future__ import annotations
 
+import argparse
 import cProfile
 import os
 import platform
@@ -28,11 +29,43 @@ CATEGORIES = ("im2col", "GEMM + layout copies", "col2im", "BatchNorm", "element-
               "loss", "optimizer", "Python overhead")
 
 
+def _names(text):
+    """argparse type: a non-empty comma-separated list of model names."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated model names such as "
+                                         f"se_resnet20,resnet20, got {text!r}")
+    return names
+
+
+def _sizes(text):
+    """argparse type: a non-empty comma-separated list of batch sizes >= 2."""
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(b < 2 for b in sizes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes >= 2 such as "
+                                         f"32,128, got {text!r}")
+    return sizes
+
+
+def _repeats(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def add_arguments(parser):
-    parser.add_argument("--models", default="se_resnet20,se_resnet56",
+    parser.add_argument("--models", type=_names, default="se_resnet20,se_resnet56",
                         help="comma-separated model names (default: se_resnet20,se_resnet56)")
-    parser.add_argument("--batch-sizes", default="32,128,512", help="comma-separated (default: 32,128,512)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement (default 5)")
+    parser.add_argument("--batch-sizes", type=_sizes, default="32,128,512",
+                        help="comma-separated, each >= 2 (default: 32,128,512)")
+    parser.add_argument("--repeats", type=_repeats, default=5, help="timed steps per measurement (default 5)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
@@ -379,8 +412,8 @@ def _run(args) -> int:
     if args.backend:
         backend.set_backend(args.backend)
     from . import models
-    model_names = ["se_resnet20"] if args.quick else [m.strip() for m in args.models.split(",") if m.strip()]
-    batches = [128] if args.quick else [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    model_names = ["se_resnet20"] if args.quick else list(args.models)
+    batches = [128] if args.quick else list(args.batch_sizes)
     repeats = 2 if args.quick else args.repeats
     for m in model_names:
         if m not in models.MODELS:

@@ -8,6 +8,11 @@ Layout of the file (an uncompressed NumPy ``.npz``, i.e. a zip of ``.npy`` files
 No pickles anywhere: object arrays are refused on save and ``np.load(allow_pickle=False)`` is used
 on load, so loading a checkpoint cannot run code.
 
+Reading a file, which may be damaged or crafted, never costs more memory than the file's size:
+:class:`CheckpointReader` checks every entry's header against the bytes it holds before an array
+is read, and :func:`model_from_checkpoint` checks a model's description and every weight's
+shape, dtype and finiteness before and after reading (docs/11-training.md, "Checkpoints").
+
 Atomicity: the file is written under a temporary name in the same directory, flushed and fsynced,
 then renamed onto the final name with ``os.replace`` (atomic on POSIX and Windows). A crash at any
 moment leaves the old checkpoint or the new one, never half of one.
@@ -394,8 +399,8 @@ def model_from_checkpoint(reader: CheckpointReader, config, prefix: str = "model
     # larger than the weights in the file; the factor leaves room for the bound's slack.
     if needed > 4 * held + 2**20:
         raise CheckpointError(
-            f"{where}: model_config describes a model of up to {needed / 2**20:.1f} MiB, but the "
-            f"file holds {held / 2**20:.1f} MiB of '{prefix}.*' weights")
+            f"{where}: model_config describes a model of {_size(needed)}, but the file holds "
+            f"{_size(held)} of '{prefix}.*' weights")
     try:
         model = from_config(config)
     except (TypeError, ValueError) as e:
@@ -416,6 +421,13 @@ def model_from_checkpoint(reader: CheckpointReader, config, prefix: str = "model
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: the arrays do not fit the model: {e}") from None
     return model
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def check_entries(reader: CheckpointReader, expected: dict, head: str, optional=False) -> None:

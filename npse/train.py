@@ -14,6 +14,9 @@ augmentation come from ``(seed, epoch)`` (see :mod:`npse.data.loader`); the lear
 pure function of the global iteration. A run resumed from the checkpoint of epoch e therefore
 computes exactly what the uninterrupted run computed, bit for bit (on the same backend).
 
+Resuming checks that the run continues what it claims to: the configuration must be the
+checkpoint's, and the data must match the fingerprint stored with it (:func:`data_fingerprint`).
+
 Crash safety: the checkpoint, which holds the metrics list, is written first, the metrics line
 after it. A crash between the two leaves a checkpoint one line ahead of ``metrics.jsonl``; on
 resume ``metrics.jsonl`` is rewritten from the checkpoint, so no line is lost or doubled.
@@ -736,7 +739,7 @@ def _write_failed(error: OSError, what: Path, out: Path, kept_metrics) -> OSErro
                  f"{'free some space, then ' if full else ''}continue with: npse train --out "
                  f"{shlex.quote(str(out))} --resume")
     else:
-        after = "no epoch was saved; start the run again" + (" after freeing some space" if full else "")
+        after = "No epoch was saved; start the run again" + (" after freeing some space" if full else "")
     return OSError(f"could not write {what}: {why}. {after}")
 
 
@@ -764,9 +767,12 @@ def train(config: TrainConfig, log=print) -> dict:
     Returns the last epoch's metrics (the keys of :data:`METRIC_KEYS`) plus ``out``,
     ``checkpoint``, ``classes`` and ``per_class_acc`` (a list, test set, last epoch).
 
-    Raises ValueError (bad configuration), FileExistsError (``out`` holds a run and neither
-    resume nor overwrite is set), FileNotFoundError (data, checkpoint), NonFiniteLossError;
-    KeyboardInterrupt passes through. In every case the last checkpoint is left intact.
+    Raises ValueError (bad configuration; a damaged checkpoint is its subclass CheckpointError),
+    FileExistsError (``out`` holds a run or a file npse would write, and neither resume nor
+    overwrite is set), FileNotFoundError (data, checkpoint), MemoryError (a step at this batch
+    size cannot fit: see :func:`check_memory`), NonFiniteLossError, OSError (a failed write, with
+    what is intact); KeyboardInterrupt passes through. In every case the last checkpoint is left
+    intact.
     """
     log = log or (lambda s: None)
     config = dataclasses.replace(config)

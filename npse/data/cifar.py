@@ -124,7 +124,12 @@ def _read_names(path: pathlib.Path, count: int, fallback):
     """Class names, one per non-empty line of ``path``; ``fallback`` if the file is absent."""
     if not path.is_file():
         return list(fallback)
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: the class names are not UTF-8 text (byte {e.start}); the file "
+                         f"is corrupt, or delete it to use the standard names") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != count:
         raise ValueError(f"{path}: expected {count} class names, found {len(names)}")
     return names
@@ -218,8 +223,17 @@ def download_and_extract(url: str, md5: str, dest) -> pathlib.Path:
     dest = pathlib.Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / (url.rstrip("/").rsplit("/", 1)[-1] or "download.tar.gz")
-    if not (archive.is_file() and md5_of(archive) == md5):
-        _download(url, archive)
+    local = md5_of(archive) if archive.is_file() else None
+    if local != md5:
+        try:
+            _download(url, archive)
+        except DownloadError as e:
+            if local is None:
+                raise
+            # Say first what was found here: the failed download is only the second problem.
+            raise DownloadError(
+                f"{archive} is there but its MD5 is {local}, not {md5} (a damaged or different "
+                f"file), and fetching a fresh copy failed: {e}") from e
     digest = md5_of(archive)
     if digest != md5:
         archive.unlink()
