@@ -56,6 +56,7 @@ write_file(folder / "test_batch.bin", 200)
 (folder / "batches.meta.txt").write_text("\n".join(NAMES) + "\n")
 print("wrote", sorted(p.name for p in folder.iterdir()), "into", folder)
 print("record size:", (folder / "test_batch.bin").stat().st_size // 200, "bytes")
+assert (folder / "test_batch.bin").stat().st_size == 200 * 3073      # 1 label byte + 3072 pixels
 
 # --- 2. Reading it back, normalisation, augmentation ------------------------------------------------------------
 data = load_cifar10(data_dir, download=False)
@@ -69,6 +70,10 @@ other, _ = next(iterate_batches(data.x_train, data.y_train, 8, mean, std, augmen
 print("augmented batch", xb.shape, xb.dtype, "mean %.3f std %.3f" % (xb.mean(), xb.std()),
       "| same (seed, epoch) draws the same:", np.array_equal(xb, again),
       "| next epoch differs:", not np.array_equal(xb, other))
+assert data.x_train.shape == (512, 3, 32, 32) and data.x_train.dtype == np.uint8 and data.classes == NAMES
+assert np.allclose(mean, data.x_train.mean(axis=(0, 2, 3)) / 255)
+assert xb.shape == (8, 3, 32, 32) and xb.dtype == np.float32
+assert np.array_equal(xb, again) and not np.array_equal(xb, other)
 
 # --- 3. The learning-rate schedules (per iteration) -------------------------------------------------------------
 steps, epochs = 16, 3                        # 512 images / batch 32 = 16 iterations per epoch
@@ -78,6 +83,8 @@ print("\n" + cosine.describe())
 print("   t:", " ".join(f"{t:6d}" for t in (0, 7, 15, 16, 24, 32, 47)))
 print("  lr:", " ".join(f"{cosine(t):6.4f}" for t in (0, 7, 15, 16, 24, 32, 47)))
 print(multi.describe())
+assert cosine(0) == 0.1 / steps and cosine(steps - 1) == 0.1 and 0 < cosine(steps * epochs - 1) < 1e-3
+assert multi(0) == 0.1 and abs(multi(steps * epochs - 1) - 0.001) < 1e-12
 
 # --- 4. Training ---------------------------------------------------------------------------------------------------
 config = TrainConfig(out=str(work / "run"), model="se_resnet8", widths=(8, 16, 16), se_reduction=4,
@@ -91,6 +98,8 @@ print("files:", sorted(p.name for p in (work / "run").iterdir()))
 for line in (work / "run" / "metrics.jsonl").read_text().splitlines():
     m = json.loads(line)
     print(f"  metrics.jsonl: epoch {m['epoch']} train_acc {m['train_acc']:.3f} test_acc {m['test_acc']:.3f} lr {m['lr']:.4f}")
+assert sorted(p.name for p in (work / "run").iterdir()) == ["checkpoint.npz", "config.json", "metrics.jsonl"]
+assert m["epoch"] == epochs and final["test_acc"] > 0.5       # ten easy classes: far above chance (0.1)
 
 # --- 5. Evaluating a checkpoint, by hand and through the CLI ----------------------------------------------------
 arrays, meta = read_checkpoint_meta(work / "run" / "checkpoint.npz")
@@ -101,8 +110,9 @@ model = models.from_config(meta["model_config"])
 model.load_state_dict(split_prefixed(arrays, "model"))
 loss, acc, _ = evaluate(model, data.x_test, data.y_test, meta["mean"], meta["std"])
 print(f"evaluate() on the reloaded model: test accuracy {acc:.4f} (training reported {final['test_acc']:.4f})")
+assert meta["epoch"] == epochs and meta["iteration"] == steps * epochs and acc == final["test_acc"]
 print("$ npse evaluate RUN --data-dir DATA --no-download")
-cli.main(["evaluate", str(work / "run"), "--data-dir", str(data_dir), "--no-download"])
+assert cli.main(["evaluate", str(work / "run"), "--data-dir", str(data_dir), "--no-download"]) == 0
 
 
 # --- 6. An interrupted run, resumed: the same numbers, bit for bit --------------------------------------------------
@@ -120,12 +130,14 @@ try:
     train(TrainConfig(**{**vars(config), "out": str(work / "crashed")}), log=log_and_crash)
 except Crash:
     print("  ... the run stopped after epoch 2")
-# The training options come from the checkpoint. Run-time options (data_dir, download, quiet,
-# eval_batch_size, ...) are not restored: give them again. A different eval_batch_size would
-# change the last bits of test_loss, since the sum over the test set is taken in other pieces.
-resumed = resume_config(work / "crashed", data_dir=str(data_dir), download=False, quiet=True,
-                        eval_batch_size=config.eval_batch_size)
-print("resuming with", {k: getattr(resumed, k) for k in ("out", "resume", "epochs")})
+# The training options come from the checkpoint. Of the run-time options, the data directory and
+# the evaluation batch size are kept in the checkpoint as well and restored unless given again (a
+# different eval_batch_size would change the last bits of test_loss, since the sum over the test
+# set is taken in other pieces); download, quiet and backend are not kept: give them again.
+resumed = resume_config(work / "crashed", download=False, quiet=True)
+print("resuming with", {k: getattr(resumed, k) for k in ("out", "resume", "epochs", "data_dir",
+                                                          "eval_batch_size")})
+assert resumed.data_dir == str(data_dir) and resumed.eval_batch_size == config.eval_batch_size
 train(resumed)
 a = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
 b = [json.loads(line) for line in (work / "crashed" / "metrics.jsonl").read_text().splitlines()]
@@ -134,5 +146,6 @@ print("metrics identical to the uninterrupted run:", strip(a) == strip(b))
 w_a, _ = read_checkpoint_meta(work / "run" / "checkpoint.npz")
 w_b, _ = read_checkpoint_meta(work / "crashed" / "checkpoint.npz")
 print("all", len(w_a), "checkpoint arrays identical:", all(np.array_equal(w_a[k], w_b[k]) for k in w_a))
+assert strip(a) == strip(b) and all(np.array_equal(w_a[k], w_b[k]) for k in w_a)
 shutil.rmtree(work)
 print("\nremoved", work)
