@@ -1,0 +1,26 @@
+"""``npse study NAME``: the paper's ablations, each arm x seed an ordinary ``train()`` run.
+
+Chapter: docs/13-studies.md. The studies follow Hu et al., *Squeeze-and-Excitation Networks*
+(TPAMI version, arXiv:1709.01507 v4, section 6), scaled down to CIFAR ResNets.
+
+A study is a named list of *arms*; an arm is a set of :class:`npse.train.TrainConfig` overrides.
+Every run of arm ``a`` with seed ``s`` lives in ``OUT/<a>/seed-<s>/`` and is what ``npse train``
+would write there. Its state is read from the files alone, so that a fresh checkout holding only
+the committed ``config.json`` and ``metrics.jsonl`` knows what is done:
+
+    finished     config.json + metrics.jsonl with one line per epoch, epochs 1..E
+    failed       failed.json (the error; shown in the table, not retried unless --retry-failed)
+    interrupted  checkpoint.npz without a complete metrics file: resumed from the checkpoint
+    absent       anything else: started (again) from scratch
+
+``OUT/study.json`` holds the protocol (epochs, batch size, subset, depth, widths); a folder that
+holds another protocol, or files that are not a study's, is refused. Several studies with one
+protocol may share a folder: an arm they share (baseline, reference) is trained once.
+"""
+from .arms import ARMS, MIN_SEEDS, PRIMARY, QUICK, STUDIES, Arm, Protocol, seeds_for, study_arms
+from .report import aggregate, markdown, model_facts, plot, report, write_report
+from .runs import (FAILED, LOG, RUN_RECORD, STUDY_FORMAT, Job, git_commit, open_study_folder, plan,
+                   read_metrics, read_protocol, run_dir, run_one, run_state, run_study, _spec)
+from .stats import arm_stats, difference, pooled_sd, t_quantile
+from .synthetic import ensure_quick_data, write_synthetic_cifar10
+from .command import add_arguments, main_from_args

@@ -1,0 +1,19 @@
+"""``python -m npse.study --worker SPEC``: one run of a study, in its own process."""
+import json
+import sys
+
+from .runs import _stop_on_sigterm, run_one
+
+
+def _worker_main(argv) -> int:
+    _stop_on_sigterm()
+    spec = json.loads(argv[1])
+    return run_one(spec)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        sys.exit(_worker_main(sys.argv[1:]))
+    print("usage: npse study NAME ... (this module is run as a worker by npse study)",
+          file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,76 @@
+"""The options of ``npse study`` and what they run (registered by npse/cli.py)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .arms import QUICK, STUDIES, MIN_SEEDS, Protocol, study_arms
+from .report import report
+from .runs import _stop_on_sigterm, plan, run_study
+from .synthetic import ensure_quick_data
+
+
+def add_arguments(p) -> None:
+    p.add_argument("name", metavar="NAME",
+                   help=f"a study ({', '.join(STUDIES)}) or a comma-separated list of them")
+    p.add_argument("--out", metavar="DIR", help="the study folder (default: studies/NAME, or "
+                   "studies/quick-NAME with --quick)")
+    p.add_argument("--report", metavar="OUT", help="only redraw the table and plot of the "
+                   "study folder OUT from its files")
+    p.add_argument("--epochs", type=int, help="default: 5 (--quick: 1)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every arm; the "
+                   f"baseline and the reference always get at least {MIN_SEEDS} (default: 1)")
+    p.add_argument("--train-subset", type=int, metavar="N", help="train on a fixed "
+                   "class-balanced subset of N images (default: all; --quick: 500)")
+    p.add_argument("--batch-size", type=int, help="default: 128 (--quick: 50)")
+    p.add_argument("--depth", type=int, help="depth of the BasicBlock arms (default: 20; "
+                   "--quick: 8); the se3x3 study's Bottleneck arms have depth 29 (--quick: 11)")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 (default: $NPSE_DATA, else "
+                   "~/.cache/npse)")
+    p.add_argument("--jobs", type=int, default=1, metavar="K", help="K runs at once, each in "
+                   "its own process (on the CPU each gets cores/K BLAS threads; default: 1)")
+    p.add_argument("--threads", type=int, metavar="T", help="BLAS threads per run on the CPU "
+                   "(default: cores/K)")
+    p.add_argument("--quick", action="store_true", help="tiny networks, 500 images, 1 epoch: "
+                   "shows the machinery in a minute or two, not a result")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--list", action="store_true", help="print the plan (arms, seeds, states) "
+                   "and stop")
+
+
+def main_from_args(args) -> int:
+    if args.report:
+        report(args.name, args.report)
+        return 0
+    quick = args.quick
+    given = {k: getattr(args, k) for k in ("epochs", "batch_size", "train_subset", "depth")
+             if getattr(args, k) is not None}
+    for k, v in given.items():
+        if v < 1:
+            raise ValueError(f"study: --{k.replace('_', '-')} must be >= 1, got {v}")
+    protocol = Protocol(
+        epochs=given.get("epochs", QUICK["epochs"] if quick else 5),
+        batch_size=given.get("batch_size", QUICK["batch_size"] if quick else 128),
+        train_subset=given.get("train_subset", QUICK["train_subset"] if quick else None),
+        depth=given.get("depth", QUICK["depth"] if quick else 20),
+        bottleneck_depth=QUICK["bottleneck_depth"] if quick else 29,
+        widths=QUICK["widths"] if quick else None, quick=quick)
+    protocol.validate()
+    study_arms(args.name)
+    out = Path(args.out or os.path.join("studies", ("quick-" if quick else "")
+                                        + args.name.replace(",", "+")))
+    data_dir = ensure_quick_data(args.data_dir, out) if quick else args.data_dir
+    if args.list:
+        for j in plan(args.name, out, protocol, args.seeds, backend=args.backend,
+                      data_dir=data_dir):
+            print(f"{j.arm:22s} seed {j.seed}  {j.state}")
+        return 0
+    command = "npse study " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    _stop_on_sigterm()
+    run_study(args.name, out, protocol, seeds=args.seeds, jobs=args.jobs,
+              retry_failed=args.retry_failed, command=command, threads=args.threads,
+              backend=args.backend,
+              data_dir=data_dir)
+    return 0
