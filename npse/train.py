@@ -42,6 +42,7 @@ from .checkpoint import (CheckpointError, CheckpointReader, Entry, add_prefix, c
                          model_from_checkpoint, parameter_bound, save_checkpoint)
 from .data import channel_stats, iterate_batches, load_cifar10, load_cifar100, num_batches, subset
 from .nn import CrossEntropyLoss, cross_entropy_backward, cross_entropy_forward, no_grad
+from .nn.workspace import clear_all as clear_workspaces
 from .optim import SGD, Constant, WarmupCosine, he_multistep, skip_bn_and_bias
 
 CHECKPOINT = "checkpoint.npz"
@@ -646,6 +647,7 @@ def _step_peak(model, batch: int, image_shape, training: bool) -> int:
             with no_grad():
                 model(x)
 
+    clear_workspaces()
     if xp is not numpy:
         pool = xp.get_default_memory_pool()
         pool.free_all_blocks()
@@ -681,6 +683,7 @@ def estimate_memory(model_config: dict, image_shape, channels_last=None) -> dict
         p2, p4 = (_step_peak(probe, b, image_shape, training) for b in (2, 4))
         per_image = max(0.0, (p4 - p2) / 2)
         model[name] = (max(0.0, p2 - 2 * per_image), per_image)
+    clear_workspaces()      # the probe's small buffers are of no use to the run
     return model
 
 

@@ -12,13 +12,25 @@ replaces buffers instead of piling up new ones.
 """
 from __future__ import annotations
 
+import weakref
+
 from ..backend import get_array_module
+
+_every_workspace = weakref.WeakSet()
+
+
+def clear_all() -> None:
+    """Empty every workspace: a measurement of a step's memory (npse.train.estimate_memory) must
+    see the step allocate its buffers, not find them kept from an earlier step."""
+    for workspace in list(_every_workspace):
+        workspace.clear()
 
 
 class Workspace:
     def __init__(self, shapes_per_name: int = 1):
         self.shapes_per_name = shapes_per_name
         self._arrays = {}
+        _every_workspace.add(self)
 
     def get(self, name, shape, dtype, like, zeros=False):
         """An array of ``shape``/``dtype`` on the backend of ``like``, reused across calls.
