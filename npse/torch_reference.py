@@ -130,3 +130,155 @@ def load_npse_state(torch_model, npse_state):
     tensors = {k: torch.from_numpy(numpy.array(to_host(v))) for k, v in npse_state.items()}
     torch_model.load_state_dict(tensors, strict=True)
     return torch_model
+
+
+# ----------------------------------------------------------------------------- training
+# ``python -m npse.torch_reference train [npse train's options]`` trains the PyTorch twin with
+# npse's recipe, so that the PyTorch accuracies the docs quote can be recomputed on any copy of
+# CIFAR. Everything but the arithmetic is npse's own: the options and their defaults, the initial
+# weights (npse's, copied in), the class-balanced subset, the normalisation statistics, the
+# per-epoch shuffle and pad-4 crop + flip (from (seed, epoch)), and the per-iteration schedule.
+# PyTorch does the forward and backward passes and the SGD step (torch.optim.SGD, whose update
+# npse.optim.SGD reproduces exactly).
+
+PROG = "python -m npse.torch_reference"
+
+
+def build_parser():
+    """The command line: ``train`` with the options of ``npse train``, plus --device, --threads."""
+    from .cli import _add_train, _Parser, _positive_int
+    parser = _Parser(prog=PROG, description="The PyTorch twin of npse's models, for reference runs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_train(sub)                                    # the same options as `npse train`
+    p = sub.choices["train"]
+    p.description = (
+        "Train the PyTorch twin of an npse model with npse's recipe and data pipeline (same "
+        "initial weights, subset, normalisation, shuffle, augmentation and learning-rate "
+        "schedule); PyTorch computes the passes and the SGD step. Prints one line per epoch and, "
+        "with --out, writes OUT/metrics.jsonl in npse's format (for `npse plot OUT`). "
+        "--resume, --overwrite and --backend do not apply here.")
+    p.epilog = "Needs PyTorch (pip install torch); npse itself never does."
+    g = p.add_argument_group("PyTorch")
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    g.add_argument("--threads", type=_positive_int,
+                   help="torch CPU threads (default: PyTorch's choice)")
+    return parser
+
+
+def train_reference(config, device="cpu", log=print) -> dict:
+    """Train the PyTorch twin of ``config`` (an :class:`npse.train.TrainConfig`); last metrics."""
+    import json
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from . import models
+    from .data import channel_stats, iterate_batches, load_cifar10, load_cifar100, num_batches, subset
+    from .train import METRICS, _make_schedule          # the schedule npse itself uses
+
+    config.validate()
+    npse_model = models.build_model(config.model, **config.model_overrides())
+    model = load_npse_state(build_torch_model(npse_model.config), npse_model.state_dict()).to(device)
+    loader = load_cifar100 if config.dataset == "cifar100" else load_cifar10
+    data = loader(config.data_dir, download=config.download)
+    x_train, y_train = subset(data.x_train, data.y_train, config.train_subset, seed=config.seed)
+    mean, std = (a.tolist() for a in channel_stats(x_train))
+    steps = num_batches(len(y_train), config.batch_size)
+    schedule = _make_schedule(config, steps)
+    decayed = [p for n, p in model.named_parameters() if config.decay_bn_bias or p.ndim > 1]
+    exempt = [p for n, p in model.named_parameters() if not config.decay_bn_bias and p.ndim <= 1]
+    groups = [{"params": decayed}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
+    opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                          weight_decay=config.weight_decay)
+    out = Path(config.out) if config.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / METRICS).write_text("")
+
+    def batches(x, y, batch_size, train_epoch=None):
+        for xb, yb in iterate_batches(x, y, batch_size, mean, std, shuffle=train_epoch is not None,
+                                      augment=config.augment and train_epoch is not None,
+                                      seed=config.seed, epoch=train_epoch or 0,
+                                      dtype=config.dtype):
+            yield torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
+
+    log(f"PyTorch {torch.__version__} twin of {config.model} on {device} "
+        f"({torch.get_num_threads()} threads): {len(y_train)} train / {len(data.y_test)} test "
+        f"images, {steps} iterations per epoch; {schedule.describe()}")
+    iteration, record = 0, None
+    for epoch in range(config.epochs):
+        model.train()
+        started, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+        for xb, yb in batches(x_train, y_train, config.batch_size, train_epoch=epoch):
+            lr = schedule(iteration)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits = model(xb)
+            loss = torch.nn.functional.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=False)
+            loss.backward()
+            opt.step()
+            iteration += 1
+            loss_sum += loss.item() * len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(yb)
+        train_seconds = time.perf_counter() - started
+        model.eval()
+        test_loss, test_right = 0.0, 0
+        with torch.no_grad():
+            for xb, yb in batches(data.x_test, data.y_test, config.eval_batch_size):
+                logits = model(xb)
+                test_loss += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+                test_right += int((logits.argmax(1) == yb).sum())
+        n_test = len(data.y_test)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                  "test_loss": test_loss / n_test, "test_acc": test_right / n_test, "lr": lr,
+                  "seconds": time.perf_counter() - started, "images_per_s": seen / train_seconds}
+        if out is not None:
+            with open(out / METRICS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        log(f"epoch {epoch + 1}/{config.epochs}  train loss {record['train_loss']:.4f} acc "
+            f"{100 * record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} acc "
+            f"{100 * record['test_acc']:.2f}%  lr {lr:.4g}  {record['seconds']:.1f} s")
+    return record
+
+
+def main(argv=None) -> int:
+    """``python -m npse.torch_reference train ...``; returns the exit status."""
+    import sys
+
+    from .cli import _train_config
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0
+    if args.command != "train":
+        print(f"{PROG}: error: a command is required: train (see '{PROG} --help')", file=sys.stderr)
+        return 2
+    try:
+        if args.resume or args.overwrite or args.backend not in (None, "numpy"):
+            raise ValueError("--resume, --overwrite and --backend are options of npse train only")
+        if not torch_available():
+            raise ImportError("PyTorch is not installed (pip install torch); npse itself never "
+                              "needs it, only this reference script does")
+        out_given = args.out
+        config = _train_config(args)
+        config.out = out_given
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        record = train_reference(config, device=args.device)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    print(f"final test accuracy {100 * record['test_acc']:.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
