@@ -56,23 +56,34 @@ def failing(results):
     return {name: r for name, r in results.items() if not r.passed}
 
 
-def test_linear_bias_gradient_as_a_mean_is_caught(tmp_path):
-    path = write(tmp_path, "linear", """
-        from npse.nn.linear import linear_forward
-        def linear_backward(dy, cache):
-            x, w, has_bias = cache
-            return dy @ w, dy.T @ x, dy.mean(axis=0) if has_bias else None
-    """)
-    bad = failing(check("linear", path))
-    assert set(bad) == {"linear_backward: gradients match central differences (float64, relative "
-                        "error <= 1e-06)", "linear_backward matches npse's reference"}
+GRADIENTS = "{}: gradients match central differences (float64, relative error <= 1e-06)"
+
+# Student solutions written from the chapters, each with a placeholder for one line: filled in
+# right, every property holds; filled in with the mistake the chapter warns about, the property
+# meant to catch it fails. They use NumPy only, so they test the checkers, not npse's caches.
+LINEAR = """
+    def linear_forward(x, weight, bias=None):
+        y = x @ weight.T
+        return (y if bias is None else y + bias), (x, weight, bias is not None)
+
+    def linear_backward(dy, cache):
+        x, weight, has_bias = cache
+        return dy @ weight, dy.T @ x, (DBIAS) if has_bias else None
+"""
+
+
+def test_linear_student_solution_passes_and_a_mean_bias_gradient_is_caught(tmp_path):
+    right = check("linear", write(tmp_path, "linear", LINEAR.replace("DBIAS", "dy.sum(axis=0)")))
+    assert failing(right) == {}
+    bad = failing(check("linear", write(tmp_path, "linear", LINEAR.replace("DBIAS", "dy.mean(axis=0)"))))
+    assert set(bad) == {GRADIENTS.format("linear_backward"), "linear_backward matches npse's reference"}
     for r in bad.values():
         assert r.message.startswith("dbias: relative error")
         assert "a sum over the batch, not a mean" in r.message
         assert "bias (O,)" in r.case and "N=1" not in r.case   # shrunk: a bias, and N >= 2
 
 
-# A student's col2im and conv2d_backward on the stub's cache; OP is "+=" (right) or "=" (the bug).
+# col2im and conv2d_backward on the stub's cache; OP is "+=" (right) or "=" (the bug).
 CONV = """
     import numpy as np
     from npse.exercises.stubs.conv2d import conv2d_forward
@@ -100,76 +111,118 @@ CONV = """
 
 def test_conv2d_student_solution_on_the_stub_passes(tmp_path):
     results = check("conv2d", write(tmp_path, "conv2d", CONV.replace(" OP ", " += ")))
-    assert [r.message for r in results.values() if not r.passed] == []
+    assert failing(results) == {}
 
 
 def test_conv2d_col2im_that_assigns_instead_of_adding_is_caught(tmp_path):
     bad = failing(check("conv2d", write(tmp_path, "conv2d", CONV.replace(" OP ", " = "))))
     assert "col2im is the adjoint of im2col: <im2col(x), c> == <x, col2im(c)>" in bad
     assert "col2im matches npse's col2im" in bad
-    assert "conv2d_backward: gradients match central differences (float64, relative error <= 1e-06)" in bad
+    assert GRADIENTS.format("conv2d_backward") in bad
     assert "+=, not =" in bad["col2im matches npse's col2im"].message
     assert "conv2d_forward matches npse's reference" not in bad
 
 
-def test_maxpool2d_ties_to_the_last_maximum_are_caught(tmp_path):
-    path = write(tmp_path, "maxpool2d", """
-        import numpy as np
-        from npse.nn.im2col import pad2d, windows
-        from npse.nn.pooling import maxpool2d_backward, maxpool2d_forward as npse_forward
+# WINNER picks the window entry that receives the gradient: the first maximum (right) or the last.
+MAXPOOL = """
+    import numpy as np
 
-        def maxpool2d_forward(x, kernel_size, stride, padding):
-            y, (shape, first, kernel, stride, padding) = npse_forward(x, kernel_size, stride, padding)
-            k = kernel[0] * kernel[1]
-            win = windows(pad2d(x, padding, -np.inf), kernel, stride, y.shape[2:])
-            flat = win.reshape(x.shape[0], x.shape[1], k, *y.shape[2:])
-            last = k - 1 - flat[:, :, ::-1].argmax(axis=2)          # the bug: the LAST maximum
-            return y, (shape, last, kernel, stride, padding)
-    """)
-    bad = failing(check("maxpool2d", path))
+    def maxpool2d_forward(x, kernel_size, stride, padding):
+        (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+        n, c, hp, wp = xp.shape
+        oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+        y, where = np.empty((n, c, oh, ow)), np.empty((n, c, oh, ow, 2), dtype=int)
+        for i in range(oh):
+            for j in range(ow):
+                window = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].reshape(n, c, -1)
+                k = WINNER
+                y[:, :, i, j] = window.max(axis=2)
+                where[:, :, i, j, 0], where[:, :, i, j, 1] = i * sh + k // kw, j * sw + k % kw
+        return y, (x.shape, padding, where)
+
+    def maxpool2d_backward(dy, cache):
+        (n, c, h, w), (ph, pw), where = cache
+        dx = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+        for index in np.ndindex(*dy.shape):
+            r, q = where[index]
+            dx[index[0], index[1], r, q] += dy[index]
+        return dx[:, :, ph:ph + h, pw:pw + w]
+"""
+
+
+def test_maxpool2d_student_solution_passes_and_ties_to_the_last_maximum_are_caught(tmp_path):
+    right = check("maxpool2d", write(tmp_path, "maxpool2d", MAXPOOL.replace("WINNER", "window.argmax(axis=2)")))
+    assert failing(right) == {}
+    last = "window.shape[2] - 1 - window[:, :, ::-1].argmax(axis=2)"
+    bad = failing(check("maxpool2d", write(tmp_path, "maxpool2d", MAXPOOL.replace("WINNER", last))))
     # Without ties the last maximum is the first: only the tie property can see the bug.
     assert list(bad) == ["ties: the whole gradient goes to the first maximum"]
     assert "FIRST maximum" in bad["ties: the whole gradient goes to the first maximum"].message
 
 
-def test_batchnorm2d_with_constant_statistics_is_caught(tmp_path):
-    path = write(tmp_path, "batchnorm2d", """
-        from npse.exercises.reference import batchnorm2d_forward
+BATCHNORM = """
+    import numpy as np
 
-        def batchnorm2d_backward(dy, cache):
-            centred, gamma, inv_std, _, _ = cache
-            g, s = gamma[None, :, None, None], inv_std[None, :, None, None]
-            return dy * g * s, (dy * centred * s).sum(axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
-    """)
-    bad = failing(check("batchnorm2d", path))
+    def batchnorm2d_forward(x, gamma, beta, eps=1e-5):
+        mu = x.mean(axis=(0, 2, 3), keepdims=True)
+        t = 1 / np.sqrt(((x - mu) ** 2).mean(axis=(0, 2, 3), keepdims=True) + eps)
+        xhat = (x - mu) * t
+        return gamma[:, None, None] * xhat + beta[:, None, None], (xhat, gamma[:, None, None] * t)
+
+    def batchnorm2d_backward(dy, cache):
+        xhat, scale = cache
+        m = dy.size // dy.shape[1]
+        dbeta, dgamma = dy.sum(axis=(0, 2, 3)), (dy * xhat).sum(axis=(0, 2, 3))
+        dx = DX
+        return dx, dgamma, dbeta
+"""
+BATCHNORM_DX = "scale * (dy - dbeta[:, None, None] / m - xhat * dgamma[:, None, None] / m)"
+
+
+def test_batchnorm2d_student_solution_passes_and_constant_statistics_are_caught(tmp_path):
+    right = check("batchnorm2d", write(tmp_path, "batchnorm2d", BATCHNORM.replace("DX", BATCHNORM_DX)))
+    assert failing(right) == {}
+    bad = failing(check("batchnorm2d", write(tmp_path, "batchnorm2d", BATCHNORM.replace("DX", "scale * dy"))))
     assert "batchnorm2d_forward matches npse's reference" not in bad
-    r = bad["batchnorm2d_backward: gradients match central differences (float64, relative error <= 1e-06)"]
+    r = bad[GRADIENTS.format("batchnorm2d_backward")]
     assert r.message.startswith("dx: relative error")
     assert "treats the batch mean and variance as constants" in r.message
 
 
-def test_se_block_without_the_squeeze_path_is_caught(tmp_path):
-    path = write(tmp_path, "se_block", """
-        from npse.nn.se_block import se_block_backward as npse_backward, se_block_forward
+SE_BLOCK = """
+    import numpy as np
 
-        def se_block_backward(dy, cache):
-            dx, dw1, db1, dw2, db2 = npse_backward(dy, cache)
-            return dy * cache["gate"][:, :, None, None], dw1, db1, dw2, db2   # the bug
-    """)
-    bad = failing(check("se_block", path))
-    r = bad["se_block_backward: gradients match central differences (float64, relative error <= 1e-06)"]
+    def se_block_forward(x, w1, b1, w2, b2):
+        z = x.mean(axis=(2, 3))
+        a = z @ w1.T + b1
+        r = np.maximum(a, 0)
+        s = 1 / (1 + np.exp(-(r @ w2.T + b2)))
+        return x * s[:, :, None, None], (x, z, a, r, s, w1, w2)
+
+    def se_block_backward(dy, cache):
+        x, z, a, r, s, w1, w2 = cache
+        du = (dy * x).sum(axis=(2, 3)) * s * (1 - s)
+        da = (du @ w2) * (a > 0)
+        dz = da @ w1
+        squeeze_path = np.broadcast_to(dz[:, :, None, None] / (x.shape[2] * x.shape[3]), x.shape)
+        dx = dy * s[:, :, None, None] + SQUEEZE
+        return dx, da.T @ z, da.sum(axis=0), du.T @ r, du.sum(axis=0)
+"""
+
+
+def test_se_block_student_solution_passes_and_a_missing_squeeze_path_is_caught(tmp_path):
+    right = check("se_block", write(tmp_path, "se_block", SE_BLOCK.replace("SQUEEZE", "squeeze_path")))
+    assert failing(right) == {}
+    bad = failing(check("se_block", write(tmp_path, "se_block", SE_BLOCK.replace("SQUEEZE", "0"))))
+    r = bad[GRADIENTS.format("se_block_backward")]
     assert r.message.startswith("dx: relative error")
     assert "through the squeeze" in r.message
     assert "se_block_backward matches npse's reference" in bad
 
 
 def test_a_crash_is_reported_with_the_line_and_a_shrunk_case(tmp_path):
-    path = write(tmp_path, "linear", """
-        from npse.nn.linear import linear_forward
-        def linear_backward(dy, cache):
-            x, w, has_bias = cache
-            return dy @ w, x @ dy.T, None
-    """)
+    path = write(tmp_path, "linear", LINEAR.replace("dy.T @ x", "x @ dy.T").replace("DBIAS", "None"))
     r = check("linear", path)["linear_backward matches npse's reference"]
     assert not r.passed
     assert "dweight has shape" in r.message or "raised ValueError" in r.message
