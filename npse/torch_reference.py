@@ -5,6 +5,9 @@ uses it skips or says so when it is absent.  Module and parameter names match np
 ``load_npse_state`` moves an npse model's weights into it (and ``state_dict`` back).
 Supports the BasicBlock and Bottleneck networks with shortcuts A and B and the SE variants
 None, "standard", "pre", "post" and "identity".
+
+``python -m npse.torch_reference train [options of npse train]`` trains that twin with npse's
+recipe and data pipeline, to recompute the PyTorch reference accuracies on any copy of CIFAR.
 """
 from __future__ import annotations
 
@@ -183,6 +186,7 @@ def train_reference(config, device="cpu", log=print) -> dict:
     loader = load_cifar100 if config.dataset == "cifar100" else load_cifar10
     data = loader(config.data_dir, download=config.download)
     x_train, y_train = subset(data.x_train, data.y_train, config.train_subset, seed=config.seed)
+    x_test, y_test = subset(data.x_test, data.y_test, config.test_subset, seed=0)   # as npse does
     mean, std = (a.tolist() for a in channel_stats(x_train))
     steps = num_batches(len(y_train), config.batch_size)
     schedule = _make_schedule(config, steps)
@@ -204,7 +208,7 @@ def train_reference(config, device="cpu", log=print) -> dict:
             yield torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
 
     log(f"PyTorch {torch.__version__} twin of {config.model} on {device} "
-        f"({torch.get_num_threads()} threads): {len(y_train)} train / {len(data.y_test)} test "
+        f"({torch.get_num_threads()} threads): {len(y_train)} train / {len(y_test)} test "
         f"images, {steps} iterations per epoch; {schedule.describe()}")
     iteration, record = 0, None
     for epoch in range(config.epochs):
@@ -227,11 +231,11 @@ def train_reference(config, device="cpu", log=print) -> dict:
         model.eval()
         test_loss, test_right = 0.0, 0
         with torch.no_grad():
-            for xb, yb in batches(data.x_test, data.y_test, config.eval_batch_size):
+            for xb, yb in batches(x_test, y_test, config.eval_batch_size):
                 logits = model(xb)
                 test_loss += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
                 test_right += int((logits.argmax(1) == yb).sum())
-        n_test = len(data.y_test)
+        n_test = len(y_test)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                   "test_loss": test_loss / n_test, "test_acc": test_right / n_test, "lr": lr,
                   "seconds": time.perf_counter() - started, "images_per_s": seen / train_seconds}

@@ -7,12 +7,15 @@ go stale unnoticed.
 """
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 
-SCRIPTS = sorted((pathlib.Path(__file__).parent.parent / "tutorials").glob("[0-9]*.py"))
+# Chapter tutorials are named NN_topic.py, appendix ones A1_topic.py, A2_...
+SCRIPTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / "tutorials").glob("*.py")
+                 if re.match(r"(\d\d|[A-Z]\d)_", p.name))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])

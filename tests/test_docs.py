@@ -1,0 +1,249 @@
+"""The book checks itself: links, anchors, Python code blocks and `npse` command lines in the docs.
+
+Covered files: every Markdown file under docs/ and tutorials/, and README.md.
+
+* Every relative link or image ``[text](path#anchor)`` must point at a file inside the repository,
+  and an ``#anchor`` must be a heading of the target file, slugged as GitHub does (lower case,
+  punctuation dropped, spaces to hyphens, ``-1``, ``-2`` ... for repeated headings). Plain-text
+  mentions of ``docs/NN-*.md`` and ``tutorials/NN_*.py`` must name files that exist, so a
+  renumbering cannot leave stale names behind.
+* Every ```` ```python ```` block in docs/*.md runs, in a fresh interpreter per file and a fresh
+  namespace per block. Two HTML comments, on the line right above a block's opening fence, change
+  that (GitHub does not display them):
+
+  ``<!-- docs-test: continue -->``  the block continues the previous Python block of the same file
+                                    (same namespace), as a reader pasting them in order would;
+  ``<!-- docs-test: skip REASON -->`` the block is not run; REASON is required (it needs the data
+                                    set, PyTorch or a GPU, or it is an excerpt of a source file).
+* In ```` ```bash ```` blocks, every ``npse ...`` and ``python -m npse.torch_reference ...`` command
+  line must parse with the real argument parser (nothing is run), and ``python tutorials/X.py`` or
+  ``bash tests/X.sh`` must name an existing file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKDOWN = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "tutorials").rglob("*.md")])
+CHAPTERS = sorted((ROOT / "docs").glob("*.md"))
+MARKER = re.compile(r"^<!--\s*docs-test:\s*(continue|skip)\b(.*?)-->\s*$")
+FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def split_markdown(text: str):
+    """Return (prose lines with code blocks blanked, [(language, first line number, code, marker)])."""
+    lines = text.split("\n")
+    prose, blocks = [], []
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if not m:
+            prose.append(lines[i])
+            i += 1
+            continue
+        fence, language, start = m.group(2), m.group(3).lower(), i + 1
+        marker = None
+        for back in range(i - 1, -1, -1):           # the marker: the last non-blank line above
+            if lines[back].strip():
+                mm = MARKER.match(lines[back].strip())
+                marker = (mm.group(1), mm.group(2).strip()) if mm else None
+                break
+        body = []
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith(fence[0] * len(fence)):
+            body.append(lines[i])
+            i += 1
+        prose.extend([""] * (len(body) + 2))
+        blocks.append((language, start, "\n".join(body), marker))
+        i += 1
+    return prose, blocks
+
+
+# ----------------------------------------------------------------------------------- anchors
+def github_slug(heading: str) -> str:
+    """The id GitHub gives a heading: rendered text, lower case, punctuation dropped, spaces -> '-'."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)     # links and images: their text
+    text = re.sub(r"<[^>]+>", "", text)                              # inline HTML tags
+    text = text.replace("`", "").lower()
+    text = re.sub(r"[^\w\- ]", "", text)                            # keeps letters, digits, _ and -
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    prose, _ = split_markdown(path.read_text(encoding="utf-8"))
+    seen: dict[str, int] = {}
+    found = set()
+    for line in prose:
+        m = re.match(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if m:
+            slug = github_slug(m.group(2).strip())
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            found.add(slug if n == 0 else f"{slug}-{n}")
+        found.update(re.findall(r"<a\s+(?:id|name)=\"([^\"]+)\"", line))
+    return found
+
+
+def test_github_slug_rules():
+    assert github_slug("`se_blocks()` and `.gate`: looking at the excitations") == \
+        "se_blocks-and-gate-looking-at-the-excitations"
+    assert github_slug("Warm-up + cosine, per *iteration*") == "warm-up--cosine-per-iteration"
+    assert github_slug("See [chapter 2](02-module.md) (again)") == "see-chapter-2-again"
+
+
+# ------------------------------------------------------------------------------------ links
+def links(path: Path):
+    """(line number, target) of every Markdown link, image and HTML href/src outside code."""
+    prose, _ = split_markdown(path.read_text(encoding="utf-8"))
+    for number, line in enumerate(prose, start=1):
+        line = re.sub(r"`[^`]*`", "", line)                          # inline code is not a link
+        for target in re.findall(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", line):
+            yield number, target
+        for target in re.findall(r"(?:href|src)=\"([^\"]+)\"", line):
+            yield number, target
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=rel)
+def test_relative_links_and_anchors_resolve(path):
+    problems = []
+    for number, target in links(path):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):          # http:, https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        where = f"{rel(path)}:{number}: {target}"
+        if not dest.is_relative_to(ROOT):
+            problems.append(f"{where} leaves the repository")
+        elif not dest.exists():
+            problems.append(f"{where}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            problems.append(f"{where}: no heading with anchor #{anchor} in {rel(dest)}")
+    assert not problems, "\n".join(problems)
+
+
+# docs/NN-topic.md and tutorials/NN_topic.py; appendices are A1-topic.md, A1_topic.py, ...
+MENTION = re.compile(r"\b((?:docs/|tutorials/)?(?:(?:\d\d|[A-Z]\d)-[\w-]+\.md|(?:\d\d|[A-Z]\d)_\w+\.py))\b")
+
+
+@pytest.mark.parametrize("path", MARKDOWN + sorted((ROOT / "tutorials").glob("*.py")), ids=rel)
+def test_mentioned_chapters_and_tutorials_exist(path):
+    problems = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        for name in MENTION.findall(line):
+            folder = "docs" if name.endswith(".md") else "tutorials"
+            candidate = ROOT / name if "/" in name else ROOT / folder / name
+            if not candidate.exists():
+                problems.append(f"{rel(path)}:{number}: mentions {name}, which does not exist")
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------- Python blocks
+def python_chains(path: Path):
+    """Chains of Python blocks to run, each a list of (line, code); and the skipped ones."""
+    _, blocks = split_markdown(path.read_text(encoding="utf-8"))
+    chains, skipped = [], []
+    for language, line, code, marker in blocks:
+        if language not in ("python", "py"):
+            continue
+        if marker and marker[0] == "skip":
+            skipped.append((line, marker[1]))
+        elif marker and marker[0] == "continue":
+            assert chains, f"{rel(path)}:{line}: 'continue' but no Python block runs before it"
+            chains[-1].append((line, code))
+        else:
+            chains.append([(line, code)])
+    return chains, skipped
+
+
+RUNNER = """
+import json, sys, traceback
+chains, name = json.loads(sys.stdin.read()), sys.argv[1]
+failures = []
+for chain in chains:
+    namespace = {"__name__": "__docs__"}
+    for line, code in chain:
+        try:
+            exec(compile(code, f"{name}:{line}", "exec"), namespace)
+        except BaseException:
+            failures.append(f"{name}: the block at line {line} failed:\\n" + traceback.format_exc(limit=4))
+            break
+print(json.dumps(failures))
+"""
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=rel)
+def test_python_blocks_run(path, tmp_path):
+    chains, skipped = python_chains(path)
+    for line, reason in skipped:
+        assert reason, f"{rel(path)}:{line}: a skipped block must say why (<!-- docs-test: skip REASON -->)"
+    if not chains:
+        pytest.skip("no Python block to run")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NPSE_DATA=str(tmp_path / "no-data"), MPLBACKEND="Agg")
+    result = subprocess.run([sys.executable, "-c", RUNNER, rel(path)], input=json.dumps(chains),
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    failures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not failures, "\n".join(failures)
+
+
+# ----------------------------------------------------------------------------- shell blocks
+def command_lines(path: Path):
+    """(line, argv) of each simple command in the file's bash/sh/shell blocks."""
+    _, blocks = split_markdown(path.read_text(encoding="utf-8"))
+    for language, start, code, _ in blocks:
+        if language not in ("bash", "sh", "shell", "console"):
+            continue
+        for offset, line in enumerate(code.replace("\\\n", " ").split("\n")):
+            line = line.strip()
+            if not line or line.startswith(("#", "for ", "do ", "done")):
+                continue
+            for part in re.split(r"&&|\|\||;|\|", line.split(" #")[0]):
+                argv = shlex.split(part)
+                while argv and re.match(r"^[A-Z_][A-Z0-9_]*=", argv[0]):   # VAR=value npse ...
+                    argv = argv[1:]
+                if argv:
+                    yield start + 1 + offset, argv
+
+
+def check_command(argv) -> str | None:
+    """None if the command line is acceptable, else what is wrong with it."""
+    if argv[:3] == ["python", "-m", "npse"]:
+        argv = ["npse", *argv[3:]]
+    if argv[0] == "npse":
+        from npse.cli import build_parser
+        parser, args = build_parser(), argv[1:]
+    elif argv[:3] == ["python", "-m", "npse.torch_reference"]:
+        from npse.torch_reference import build_parser
+        parser, args = build_parser(), argv[3:]
+    elif argv[0] in ("python", "bash") and len(argv) > 1 and not argv[1].startswith("-"):
+        return None if (ROOT / argv[1]).exists() or "$" in argv[1] else f"{argv[1]} does not exist"
+    else:
+        return None                                         # pip, git, ...: not ours to check
+    try:
+        parser.parse_args(args)
+    except SystemExit as e:
+        return f"the command line does not parse (exit status {e.code})" if e.code else None
+    return None
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=rel)
+def test_shell_commands_parse(path, capsys):
+    problems = []
+    for line, argv in command_lines(path):
+        problem = check_command(argv)
+        if problem:
+            problems.append(f"{rel(path)}:{line}: {' '.join(argv)}: {problem}\n{capsys.readouterr().err}")
+    assert not problems, "\n".join(problems)
