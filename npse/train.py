@@ -32,17 +32,16 @@ import os
 import shlex
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy
 
 from . import backend
 from .checkpoint import (CheckpointError, CheckpointReader, Entry, add_prefix, check_entries,
-                         model_from_checkpoint, parameter_bound, save_checkpoint)
+                         model_from_checkpoint, save_checkpoint)
 from .data import channel_stats, iterate_batches, load_cifar10, load_cifar100, num_batches, subset
-from .nn import CrossEntropyLoss, cross_entropy_backward, cross_entropy_forward, no_grad
-from .nn.workspace import clear_all as clear_workspaces
+from .memory import check_memory
+from .nn import CrossEntropyLoss, no_grad
 from .optim import SGD, Constant, WarmupCosine, he_multistep, skip_bn_and_bias
 
 CHECKPOINT = "checkpoint.npz"
@@ -202,6 +201,9 @@ class TrainConfig:
                 d[name] = tuple(d[name])
         return cls(**d)
 
+
+#: Whether train() estimates a step's memory before it starts (npse.memory.check_memory).
+CHECK_MEMORY = True
 
 # Fields that may change between a run and its resumption without changing what is computed
 # (eval_batch_size and backend can change the last bits of the numbers, by the user's choice).
@@ -592,130 +594,6 @@ def evaluate(model, x, y, mean, std, batch_size=250, dtype=None):
     return loss_sum / len(y_host), float(hits.mean()), per_class
 
 
-# ----------------------------------------------------------------------------- memory
-
-#: Whether train() estimates a step's memory before it starts (tests may turn it off).
-CHECK_MEMORY = True
-
-
-def available_memory() -> int | None:
-    """Bytes that new arrays can still get, or None where that is unknown.
-
-    CuPy: the GPU's free memory plus what CuPy's pool holds unused. NumPy: the smaller of the
-    kernel's MemAvailable and what the container's memory limit (cgroup v2 or v1) leaves.
-    """
-    if backend.get_backend() == "cupy":
-        import cupy
-        return int(cupy.cuda.runtime.memGetInfo()[0]) + int(cupy.get_default_memory_pool().free_bytes())
-    found = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
-    except (OSError, ValueError, IndexError):
-        pass
-    # cgroup v2, then v1: the limit minus what processes hold (page cache is left out: the
-    # kernel reclaims it before it fails an allocation).
-    for limit_file, stat_file, key in (("memory.max", "memory.stat", "anon"),
-                                       ("memory/memory.limit_in_bytes", "memory/memory.stat",
-                                        "total_rss")):
-        try:
-            limit = int(Path("/sys/fs/cgroup", limit_file).read_text())
-            stats = dict(line.split() for line in
-                         Path("/sys/fs/cgroup", stat_file).read_text().splitlines())
-            found.append(max(0, limit - int(stats[key])))
-            break
-        except (OSError, ValueError, KeyError):
-            continue
-    return min(found) if found else None
-
-
-def _step_peak(model, batch: int, image_shape, training: bool) -> int:
-    """Peak bytes newly allocated by one training step (forward and backward) or one evaluation
-    forward pass of ``model`` on a batch of ``batch`` images: tracemalloc on the host (NumPy
-    reports its arrays to it), CuPy's memory pool on a GPU."""
-    xp = backend.module()
-    x = xp.zeros((batch,) + tuple(image_shape), dtype=model.dtype)
-    y = xp.zeros(batch, dtype=xp.int64)
-
-    def step():
-        if training:
-            model.train()
-            _, cache = cross_entropy_forward(model(x), y)
-            model.backward(cross_entropy_backward(cache), input_grad=False)
-        else:
-            model.eval()
-            with no_grad():
-                model(x)
-
-    clear_workspaces()
-    if xp is not numpy:
-        pool = xp.get_default_memory_pool()
-        pool.free_all_blocks()
-        before = pool.total_bytes()
-        step()
-        xp.cuda.Device().synchronize()
-        peak = pool.total_bytes() - before      # the pool keeps every block the step needed
-        pool.free_all_blocks()
-        return peak
-    tracing = tracemalloc.is_tracing()
-    if not tracing:
-        tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        step()
-        return tracemalloc.get_traced_memory()[1] - before
-    finally:
-        if not tracing:
-            tracemalloc.stop()
-
-
-def estimate_memory(model_config: dict, image_shape, channels_last=None) -> dict:
-    """A linear model of the memory one step needs, from steps measured at batch 2 and 4 on a
-    fresh copy of the model (a fraction of a second): for ``"train"`` and ``"eval"``, the pair
-    ``(fixed, per_image)`` in bytes. Activations grow in proportion to the batch: for
-    SE-ResNet-20 on NumPy the prediction for batch 128 was within 1% of the measured peak."""
-    probe = _model_from_config(model_config)
-    probe.channels_last = channels_last
-    probe.to(backend.get_backend())
-    model = {}
-    for name, training in (("train", True), ("eval", False)):
-        p2, p4 = (_step_peak(probe, b, image_shape, training) for b in (2, 4))
-        per_image = max(0.0, (p4 - p2) / 2)
-        model[name] = (max(0.0, p2 - 2 * per_image), per_image)
-    clear_workspaces()      # the probe's small buffers are of no use to the run
-    return model
-
-
-def check_memory(model_config: dict, config: TrainConfig, image_shape) -> None:
-    """Refuse a batch size whose step cannot fit in the available memory, saying what fits."""
-    free = available_memory()
-    if free is None:
-        return
-    estimate = estimate_memory(model_config, image_shape)
-    # The optimiser's momentum buffer and two work arrays per parameter come on top.
-    n_params = parameter_bound(model_config) * numpy.dtype(config.dtype).itemsize
-    for name, option, batch in (("train", "--batch-size", config.batch_size),
-                                ("eval", "--eval-batch-size", config.eval_batch_size)):
-        fixed, per_image = estimate[name]
-        fixed += 3 * n_params if name == "train" else 0
-        need = fixed + per_image * batch
-        if need <= free:
-            continue
-        fits = int((free - fixed) // per_image) if per_image > 0 else 0
-        what = "a training step" if name == "train" else "an evaluation pass"
-        advice = (f"{option} {fits} or less would fit" if fits >= 1 else
-                  "not even a batch of 1 fits; free some memory or choose a smaller model")
-        raise MemoryError(
-            f"{what} at {option} {batch} needs about {_gib(need)} ({_gib(fixed)} + "
-            f"{per_image / 2**20:.1f} MiB per image, measured at batch 2 and 4), but only "
-            f"{_gib(free)} is available; {advice}")
-
-
-def _gib(n) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
 # ----------------------------------------------------------------------------- training
 
 def _prepare_out(out: Path, config: TrainConfig) -> None:
@@ -773,7 +651,7 @@ def train(config: TrainConfig, log=print) -> dict:
     Raises ValueError (bad configuration; a damaged checkpoint is its subclass CheckpointError),
     FileExistsError (``out`` holds a run or a file npse would write, and neither resume nor
     overwrite is set), FileNotFoundError (data, checkpoint), MemoryError (a step at this batch
-    size cannot fit: see :func:`check_memory`), NonFiniteLossError, OSError (a failed write, with
+    size cannot fit: see :func:`npse.memory.check_memory`), NonFiniteLossError, OSError (a failed write, with
     what is intact); KeyboardInterrupt passes through. In every case the last checkpoint is left
     intact.
     """
@@ -829,7 +707,7 @@ def _train(config: TrainConfig, out: Path, log) -> dict:
     else:
         mean, std = (a.tolist() for a in channel_stats(x_train))
     if CHECK_MEMORY:
-        check_memory(model.config, config, x_train.shape[1:])
+        check_memory(model.config, x_train.shape[1:], config.batch_size, config.eval_batch_size)
 
     steps = num_batches(len(y_train), config.batch_size)
     schedule = _make_schedule(config, steps)

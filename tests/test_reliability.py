@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import npse.data.cifar as cifar
 import npse.train as T
-from npse import checkpoint
+from npse import checkpoint, memory
 from npse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from npse.cli import main
 from npse.models import build_model
@@ -161,7 +161,7 @@ def test_weights_only_file_evaluates_but_does_not_resume(tmp_path, trained, caps
 def test_an_impossible_batch_size_is_refused_with_what_fits(tmp_path, trained, capsys,
                                                            monkeypatch):
     _, data, _, _ = trained
-    monkeypatch.setattr(T, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**30)
     out = tmp_path / "run"
     rc, _, err = run_cli(capsys, "train", *TOY, *data_args(data), "--batch-size", "100000",
                          "--out", out)
@@ -176,11 +176,11 @@ def test_an_impossible_batch_size_is_refused_with_what_fits(tmp_path, trained, c
 def test_the_estimate_predicts_a_larger_batch(monkeypatch):
     """The linear model from batches 2 and 4 against a step measured at batch 24."""
     model = build_model("se_resnet8", widths=(4, 8, 8), se_reduction=2)
-    estimate = T.estimate_memory(model.config, (3, 32, 32))
+    estimate = memory.estimate_memory(model.config, (3, 32, 32))
     for name, training in (("train", True), ("eval", False)):
         fixed, per_image = estimate[name]
         probe = build_model("se_resnet8", widths=(4, 8, 8), se_reduction=2)
-        measured = T._step_peak(probe, 24, (3, 32, 32), training)
+        measured = memory._step_peak(probe, 24, (3, 32, 32), training)
         assert abs(fixed + 24 * per_image - measured) <= 0.1 * measured, (name, measured)
 
 
