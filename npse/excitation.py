@@ -30,7 +30,7 @@ import numpy
 from . import backend
 from .checkpoint import save_checkpoint, split_prefixed
 from .data import iterate_batches
-from .models.resnet import SEBlockNoSqueeze
+from .models import SEBlockNoSqueeze
 from .nn import SEBlock, no_grad
 
 HIGH, LOW = 0.95, 0.05          # a gate beyond these counts as saturated (open / shut)
@@ -196,7 +196,8 @@ class GateStats:
 
     def arrays(self) -> dict:
         return {"class_mean": self.class_mean, "class_sd": numpy.sqrt(self.class_var),
-                "mean": self.mean, "high": self.high, "low": self.low}
+                "mean": self.mean, "high": self.high.astype(numpy.int32),
+                "low": self.low.astype(numpy.int32)}
 
 
 def collect_gates(model, x, y, mean, std, num_classes, batch_size=250):
@@ -316,6 +317,36 @@ def judge_claims(summaries: dict) -> list[dict]:
     return out
 
 
+# ----------------------------------------------------------------------------- the stages study
+
+STUDY_ARMS = ("reference", "stages-1-2")   # npse study's arms: SE everywhere / not in stage 3
+
+
+def study_side_by_side(folder) -> dict:
+    """Final test accuracy of the arms ``reference`` and ``stages-1-2`` in a folder of ``npse
+    study`` (``<arm>/seed-<s>/metrics.jsonl``), averaged over the seeds whose run finished (as
+    many epochs as its config.json asks for). ValueError when an arm has no finished seed."""
+    from .plot import read_metrics
+
+    folder = Path(folder)
+    out = {"folder": str(folder)}
+    for arm in STUDY_ARMS:
+        accs, epochs = [], set()
+        for metrics in sorted((folder / arm).glob("seed-*/metrics.jsonl")):
+            config = json.loads((metrics.parent / "config.json").read_text(encoding="utf-8"))
+            records = read_metrics(metrics)
+            if records[-1]["epoch"] == config.get("epochs"):
+                accs.append(records[-1]["test_acc"])
+                epochs.add(config["epochs"])
+        if not accs:
+            raise ValueError(f"--study {folder}: no finished run of the arm '{arm}' "
+                             f"(looked for {folder / arm}/seed-*/metrics.jsonl)")
+        out[arm] = {"accuracy": float(numpy.mean(accs)), "seeds": len(accs),
+                    "epochs": sorted(epochs)}
+    out["difference"] = out["stages-1-2"]["accuracy"] - out["reference"]["accuracy"]
+    return out
+
+
 # ----------------------------------------------------------------------------- outputs
 
 def write_gates(path, stats: dict, classes, info: dict) -> None:
@@ -366,6 +397,13 @@ def report_markdown(report: dict) -> str:
             change = 100 * (p["accuracy"] - report["accuracy"])
             lines.append(f"| {p['stage']} | {'class-agnostic mean' if p['replacement'] == 'mean' else '1'} "
                          f"| {100 * p['accuracy']:.2f}% | {change:+.2f} points |")
+    study = report.get("study")
+    if study:
+        r, d = study["reference"], study["stages-1-2"]
+        lines += ["", f"Stages study (`{study['folder']}`): SE in all stages {100 * r['accuracy']:.2f}% "
+                  f"({r['seeds']} seeds), without the last stage's SE (`stages-1-2`) "
+                  f"{100 * d['accuracy']:.2f}% ({d['seeds']} seeds): "
+                  f"{100 * study['difference']:+.2f} points."]
     lines += ["", "| the paper's claim | rule | verdict | numbers |", "|---|---|---|---|"]
     for c in report["claims"]:
         numbers = ", ".join(f"{k}: {v}" for k, v in c["numbers"].items())
@@ -420,7 +458,7 @@ def plot_gates(stats: dict, classes, out_dir, show=None, pair=None) -> list[Path
         axes[0, 0].legend(fontsize=7, ncol=len(show) + 1, loc="lower left")
         axes[-1, 0].set_xlabel("channel", fontsize=8)
         title = ("mean gate per channel, by class" if kind == "fig6_class_means"
-                 else "mean gate +- one sd within a class")
+                 else "mean gate \u00b1 one sd within a class")
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{kind}.png"
@@ -433,7 +471,7 @@ def plot_gates(stats: dict, classes, out_dir, show=None, pair=None) -> list[Path
 # ----------------------------------------------------------------------------- the whole analysis
 
 def analyse(model, meta, data, out, checkpoint, batch_size=250, do_probe=True,
-            command="npse excitation") -> dict:
+            command="npse excitation", study=None) -> dict:
     """Gates, numbers, claims and (``do_probe``) the probe of ``model`` on ``data.x_test``;
     writes OUT/gates.npz, OUT/excitation.json and OUT/excitation.md and returns the report."""
     classes = list(meta["classes"])
@@ -448,6 +486,7 @@ def analyse(model, meta, data, out, checkpoint, batch_size=250, do_probe=True,
         "blocks": summaries, "claims": judge_claims(summaries),
         "probe": probe(model, data.x_test, data.y_test, meta["mean"], meta["std"], stats,
                        batch_size) if do_probe else [],
+        "study": study,
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -490,6 +529,9 @@ def add_arguments(p, positive_int) -> None:
                    help="skip the probe (each stage's gates fixed at test time; 2 test-set passes "
                         "per stage)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="write no PNG files")
+    p.add_argument("--study", metavar="DIR",
+                   help="a folder of 'npse study stages': set its arms reference and stages-1-2 "
+                        "(the last stage's SE dropped and the network retrained) beside the probe")
 
 
 def command(args) -> int:
@@ -508,6 +550,7 @@ def command(args) -> int:
     unknown = [c for c in shown if c not in classes]
     if unknown:
         raise ValueError(f"--classes: unknown {unknown}; the checkpoint's classes are {classes}")
+    study = study_side_by_side(args.study) if args.study else None
     out = Path(args.out) if args.out else path.parent / "excitation"
     config = TrainConfig.from_dict(meta["config"])
     config.data_dir, config.download = args.data_dir, args.download
@@ -515,11 +558,13 @@ def command(args) -> int:
     given = [f"npse excitation {args.checkpoint}"] + (["--data-dir DIR"] if args.data_dir else [])
     given += [f"--out {args.out}"] if args.out else []
     given += [] if args.probe else ["--no-probe"]
+    given += [f"--study {args.study}"] if args.study else []
     previous = backend.get_backend()
     backend.set_backend(args.backend)
     try:
         model.to(args.backend)
-        report = analyse(model, meta, data, out, path, args.batch_size, args.probe, " ".join(given))
+        report = analyse(model, meta, data, out, path, args.batch_size, args.probe,
+                         " ".join(given), study)
     finally:
         backend.set_backend(previous)
     print(report_markdown(report), end="")

@@ -11,10 +11,10 @@ from npse import nn
 from npse.checkpoint import load_checkpoint, save_checkpoint
 from npse.cli import main
 from npse.excitation import (GateStats, block_name, collect_gates, find_se_blocks, probe,
-                             read_gates, save_weights_only, stage_of)
+                             read_gates, save_weights_only, stage_of, study_side_by_side)
 from npse.gradcheck import gradcheck
 from npse.models import SEBlockNoSqueeze, cifar_resnet
-from npse.train import CHECKPOINT_FORMAT, TrainConfig, evaluate
+from npse.train import CHECKPOINT_FORMAT, METRIC_KEYS, TrainConfig, evaluate
 from strategies import batch, normal, seeds
 from test_cli import TOY, assert_one_line_error, run_cli
 from test_train import write_cifar10
@@ -229,6 +229,30 @@ def test_the_mean_probe_changes_nothing_when_the_gates_ignore_the_input(toy):
     assert max(s.summary()["between_class_sd"] for s in stats.values()) < 1e-12
 
 
+# ----------------------------------------------------------------------------- the stages study
+
+def write_study_run(folder, arm, seed, accuracies, epochs):
+    run = folder / arm / f"seed-{seed}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"epochs": epochs}))
+    lines = [json.dumps(dict({k: 0.0 for k in METRIC_KEYS}, epoch=i + 1, test_acc=a))
+             for i, a in enumerate(accuracies)]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_study_side_by_side_averages_finished_seeds_only(tmp_path):
+    write_study_run(tmp_path, "reference", 0, [0.5, 0.80], 2)
+    write_study_run(tmp_path, "reference", 1, [0.5, 0.84], 2)
+    write_study_run(tmp_path, "stages-1-2", 0, [0.5, 0.81], 2)
+    write_study_run(tmp_path, "stages-1-2", 1, [0.9], 2)           # still running: left out
+    got = study_side_by_side(tmp_path)
+    assert got["reference"] == {"accuracy": pytest.approx(0.82), "seeds": 2, "epochs": [2]}
+    assert got["stages-1-2"]["seeds"] == 1
+    assert got["difference"] == pytest.approx(0.81 - 0.82)
+    with pytest.raises(ValueError, match="no finished run of the arm 'reference'"):
+        study_side_by_side(tmp_path / "elsewhere")
+
+
 # ----------------------------------------------------------------------------- the command
 
 @pytest.fixture(scope="module")
@@ -262,7 +286,11 @@ def test_weights_only_export_evaluates_like_the_checkpoint(trained, capsys):
 
 def test_excitation_command_writes_gates_report_and_plots(trained, capsys):
     root, data, weights = trained
-    rc, out, err = run_cli(capsys, "excitation", weights, *data, "--classes", "cat,dog")
+    study = root / "study"
+    for arm, acc in (("reference", 0.6), ("stages-1-2", 0.55)):
+        write_study_run(study, arm, 0, [acc], 1)
+    rc, out, err = run_cli(capsys, "excitation", weights, *data, "--classes", "cat,dog",
+                           "--study", study)
     assert rc == 0, err
     folder = root / "excitation"
     stats, meta = read_gates(folder / "gates.npz")
@@ -273,6 +301,8 @@ def test_excitation_command_writes_gates_report_and_plots(trained, capsys):
     for name, s in stats.items():
         assert report["blocks"][name]["eta2_median"] == pytest.approx(
             np.nanmedian(s.eta2()), rel=1e-9)
+    assert report["study"]["difference"] == pytest.approx(-0.05)
+    assert "-5.00 points" in (folder / "excitation.md").read_text()
     assert "| SE_3_1 |" in (folder / "excitation.md").read_text() and "SE_3_1" in out
     if importlib.util.find_spec("matplotlib") is not None:
         assert (folder / "fig6_class_means.png").stat().st_size > 0
