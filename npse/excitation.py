@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy
 
 from . import backend
-from .checkpoint import save_checkpoint, split_prefixed
+from .checkpoint import save_checkpoint
 from .data import iterate_batches
 from .models import SEBlockNoSqueeze
 from .nn import SEBlock, no_grad
@@ -72,23 +72,11 @@ def host_gate(block) -> numpy.ndarray:
 
 # ----------------------------------------------------------------------------- loading
 
-def load_model_for_inference(path):
-    """``(model, meta)`` from a training checkpoint or a weights-only export of one (numpy)."""
-    from .models import from_config
-    from .train import read_checkpoint_meta
-
-    arrays, meta = read_checkpoint_meta(path)
-    model = from_config(meta["model_config"])
-    try:
-        model.load_state_dict(split_prefixed(arrays, "model"))
-    except ValueError as e:
-        raise ValueError(f"{path}: the arrays do not fit the model: {e}") from None
-    return model, meta
-
-
 def save_weights_only(src, dst) -> dict:
     """Write ``dst``: the checkpoint ``src`` without its optimiser state (``model.*`` only), with
-    the same metadata apart from ``data_dir`` (a local path; set to None) and ``weights_only``."""
+    the same metadata apart from ``data_dir`` (a local path; set to None) and ``weights_only``.
+    ``npse evaluate``, ``npse excitation`` and :func:`npse.train.load_model_for_inference` read it
+    as they read a training checkpoint."""
     from .train import read_checkpoint_meta
 
     arrays, meta = read_checkpoint_meta(src)
@@ -538,12 +526,12 @@ def command(args) -> int:
     """``npse excitation``: load, check, analyse, plot; prints where everything went."""
     import sys
 
-    from .train import CHECKPOINT, TrainConfig, _load_dataset
+    from .train import CHECKPOINT, TrainConfig, _load_dataset, load_model_for_inference
 
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT
-    model, meta = load_model_for_inference(path)
+    model, meta = load_model_for_inference(path, args.backend)
     find_se_blocks(model, f"{path} (model {meta['config'].get('model')})")
     classes = list(meta["classes"])
     shown = args.classes or classes[:4]
@@ -562,7 +550,6 @@ def command(args) -> int:
     previous = backend.get_backend()
     backend.set_backend(args.backend)
     try:
-        model.to(args.backend)
         report = analyse(model, meta, data, out, path, args.batch_size, args.probe,
                          " ".join(given), study)
     finally:
