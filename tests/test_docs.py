@@ -115,22 +115,42 @@ def links(path: Path):
             yield number, target
 
 
-@pytest.mark.parametrize("path", MARKDOWN, ids=rel)
-def test_relative_links_and_anchors_resolve(path):
+def link_problems(path: Path, root: Path = ROOT) -> list[str]:
+    """What is wrong with the relative links of one Markdown file (empty if nothing)."""
     problems = []
     for number, target in links(path):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):          # http:, https:, mailto:
             continue
         file_part, _, anchor = target.partition("#")
         dest = (path.parent / file_part).resolve() if file_part else path
-        where = f"{rel(path)}:{number}: {target}"
-        if not dest.is_relative_to(ROOT):
+        where = f"{path.relative_to(root).as_posix()}:{number}: {target}"
+        if not dest.is_relative_to(root):
             problems.append(f"{where} leaves the repository")
         elif not dest.exists():
             problems.append(f"{where}: no such file")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
-            problems.append(f"{where}: no heading with anchor #{anchor} in {rel(dest)}")
+            problems.append(f"{where}: no heading with anchor #{anchor} in "
+                            f"{dest.relative_to(root).as_posix()}")
+    return problems
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=rel)
+def test_relative_links_and_anchors_resolve(path):
+    problems = link_problems(path)
     assert not problems, "\n".join(problems)
+
+
+def test_the_link_check_finds_what_is_broken(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A title\n## Twice\n## Twice\n")
+    page = tmp_path / "docs" / "b.md"
+    page.write_text("[ok](a.md#a-title) [ok](a.md#twice-1) [ok](#local) `[code](x.md)`\n"
+                    "## Local\n[gone](c.md) [anchor](a.md#nothing) [out](../../x.md)\n"
+                    "```\n[in a block](d.md)\n```\n[web](https://example.org/x#y)\n")
+    problems = link_problems(page, root=tmp_path)
+    assert [p.split(": ", 1)[0] for p in problems] == ["docs/b.md:3"] * 3, problems
+    assert "c.md: no such file" in problems[0] and "#nothing" in problems[1]
+    assert "leaves the repository" in problems[2]
 
 
 # docs/NN-topic.md and tutorials/NN_topic.py; appendices are A1-topic.md, A1_topic.py, ...
@@ -247,3 +267,15 @@ def test_shell_commands_parse(path, capsys):
         if problem:
             problems.append(f"{rel(path)}:{line}: {' '.join(argv)}: {problem}\n{capsys.readouterr().err}")
     assert not problems, "\n".join(problems)
+
+
+def test_markers_and_command_checks(tmp_path, capsys):
+    page = tmp_path / "c.md"
+    page.write_text("```python\nx = 1\n```\n<!-- docs-test: continue -->\n```python\nx += 1\n```\n"
+                    "<!-- docs-test: skip needs a GPU -->\n```python\nimport cupy\n```\n"
+                    "```bash\nnpse train --epochs 2  # fine\nnpse train --no-such-option\n```\n")
+    chains, skipped = python_chains(page)
+    assert chains == [[(1, "x = 1"), (5, "x += 1")]] and skipped == [(9, "needs a GPU")]
+    checked = {line: check_command(argv) for line, argv in command_lines(page)}
+    assert checked[13] is None and "does not parse" in checked[14], checked
+    assert "unrecognized arguments" in capsys.readouterr().err
