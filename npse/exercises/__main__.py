@@ -79,7 +79,12 @@ def check(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Exercises with checkers: write a layer's forward and backward passes in a "
+                    "stub, and let the test suite's property checks judge them.",
+        epilog=f"example:\n  {PROG} start linear my_answers\n"
+               f"  {PROG} check linear my_answers/linear.py")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the exercises and their chapters").set_defaults(run=list_exercises)
     p = sub.add_parser("start", help="copy an exercise's stub into DIR")
