@@ -81,7 +81,7 @@ def check(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Exercises with checkers: write a layer's forward and backward passes in a "
+        description="Exercises with checkers: write a layer's forward and backward passes in a\n"
                     "stub, and let the test suite's property checks judge them.",
         epilog=f"example:\n  {PROG} start linear my_answers\n"
                f"  {PROG} check linear my_answers/linear.py")
