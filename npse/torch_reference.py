@@ -264,14 +264,15 @@ def main(argv=None) -> int:
     try:
         if args.resume or args.overwrite or args.backend not in (None, "numpy"):
             raise ValueError("--resume, --overwrite and --backend are options of npse train only")
-        if not torch_available():
+        try:
+            import torch
+        except ImportError:
             raise ImportError("PyTorch is not installed (pip install torch); npse itself never "
-                              "needs it, only this reference script does")
+                              "needs it, only this reference script does") from None
         out_given = args.out
         config = _train_config(args)
         config.out = out_given
         if args.threads:
-            import torch
             torch.set_num_threads(args.threads)
         record = train_reference(config, device=args.device)
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ compute what ``npse train`` computes with the same options: same initial weights
 augmentation, schedule and SGD update, so the metrics agree to rounding.
 """
 import json
+import sys
 
 import pytest
 
@@ -17,7 +18,7 @@ TOY = ["--model", "se_resnet8", "--widths", "4,8,8", "--se-reduction", "2", "--e
 
 
 def test_without_torch_the_error_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(R, "torch_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "torch", None)        # `import torch` now raises ImportError
     assert R.main(["train", *TOY, "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "PyTorch is not installed" in err, err
