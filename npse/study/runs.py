@@ -264,7 +264,7 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
 
 def _start(job: Job, spec: dict, threads) -> subprocess.Popen:
     job.directory.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")     # train.log shows each epoch as it ends
     if threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
