@@ -100,7 +100,7 @@ def test_github_slug_rules():
     assert github_slug("`se_blocks()` and `.gate`: looking at the excitations") == \
         "se_blocks-and-gate-looking-at-the-excitations"
     assert github_slug("Warm-up + cosine, per *iteration*") == "warm-up--cosine-per-iteration"
-    assert github_slug("See [chapter 2](02-module.md) (again)") == "see-chapter-2-again"
+    assert github_slug("See [chapter 2](module.md) (again)") == "see-chapter-2-again"
 
 
 # ------------------------------------------------------------------------------------ links
@@ -153,11 +153,17 @@ def test_the_link_check_finds_what_is_broken(tmp_path):
     assert "leaves the repository" in problems[2]
 
 
-# docs/NN-topic.md and tutorials/NN_topic.py; appendices are A1-topic.md, A1_topic.py, ...
+# docs/NN-topic.md and tutorials/NN_topic.py; appendices take a capital letter and a digit (A1, A2)
 MENTION = re.compile(r"\b((?:docs/|tutorials/)?(?:(?:\d\d|[A-Z]\d)-[\w-]+\.md|(?:\d\d|[A-Z]\d)_\w+\.py))\b")
 
 
-@pytest.mark.parametrize("path", MARKDOWN + sorted((ROOT / "tutorials").glob("*.py")), ids=rel)
+# Where chapter and tutorial names are mentioned: the book, and the code and tests that point to it.
+MENTIONING = sorted({*MARKDOWN, *(ROOT / "tutorials").glob("*.py"), *(ROOT / "npse").rglob("*.py"),
+                     *(ROOT / "tests").glob("*.py"), *(ROOT / "tests").glob("*.sh"),
+                     *(ROOT / "weights").rglob("*.md")})
+
+
+@pytest.mark.parametrize("path", MENTIONING, ids=rel)
 def test_mentioned_chapters_and_tutorials_exist(path):
     problems = []
     for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-# Chapter tutorials are named NN_topic.py, appendix ones A1_topic.py, A2_...
+# Chapter tutorials are named NN_topic.py; appendix ones take a capital letter and a digit (A1).
 SCRIPTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / "tutorials").glob("*.py")
                  if re.match(r"(\d\d|[A-Z]\d)_", p.name))
 
