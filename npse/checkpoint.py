@@ -367,6 +367,9 @@ def check_model_config(config, where) -> None:
     if not isinstance(widths, list) or len(widths) != 3 or \
             any(type(w) is not int or w < 1 for w in widths):
         fail(f"'widths' must be three positive integers, got {widths!r}")
+    for name in ("block", "shortcut", "se", "se_squeeze", "se_excitation", "dtype"):
+        if not isinstance(config.get(name), (str, type(None))):
+            fail(f"'{name}' must be a name (a string), got {config[name]!r}"[:200])
     if config["block"] not in BLOCKS:
         fail(f"'block' must be one of {BLOCKS}, got {config['block']!r}")
     stages = config.get("se_stages", [])

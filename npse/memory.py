@@ -110,9 +110,11 @@ def estimate_memory(model_config: dict, image_shape, channels_last=None) -> dict
     return model
 
 
-def check_memory(model_config: dict, image_shape, batch_size: int, eval_batch_size: int) -> None:
+def check_memory(model_config: dict, image_shape, batch_size: int, n_train: int,
+                 eval_batch_size: int, n_test: int) -> None:
     """Refuse (MemoryError) batch sizes whose training step or evaluation pass cannot fit in the
-    available memory, with the estimate and the largest batch size that would fit."""
+    available memory, with the estimate and the largest batch size that would fit. A batch size
+    larger than its data set (``n_train``, ``n_test`` images) means the whole set at once."""
     free = available_memory()
     if free is None:
         return
@@ -120,11 +122,11 @@ def check_memory(model_config: dict, image_shape, batch_size: int, eval_batch_si
     # The optimiser's momentum buffer and two work arrays per parameter come on top.
     itemsize = numpy.dtype(model_config.get("dtype", "float32")).itemsize
     optimiser = 3 * parameter_bound(model_config) * itemsize
-    for name, option, batch in (("train", "--batch-size", batch_size),
-                                ("eval", "--eval-batch-size", eval_batch_size)):
+    for name, option, batch, n in (("train", "--batch-size", batch_size, n_train),
+                                   ("eval", "--eval-batch-size", eval_batch_size, n_test)):
         fixed, per_image = estimate[name]
         fixed += optimiser if name == "train" else 0
-        need = fixed + per_image * batch
+        need = fixed + per_image * min(batch, n)
         if need <= free:
             continue
         fits = int((free - fixed) // per_image) if per_image > 0 else 0

@@ -707,7 +707,8 @@ def _train(config: TrainConfig, out: Path, log) -> dict:
     else:
         mean, std = (a.tolist() for a in channel_stats(x_train))
     if CHECK_MEMORY:
-        check_memory(model.config, x_train.shape[1:], config.batch_size, config.eval_batch_size)
+        check_memory(model.config, x_train.shape[1:], config.batch_size, len(y_train),
+                     config.eval_batch_size, len(y_test))
 
     steps = num_batches(len(y_train), config.batch_size)
     schedule = _make_schedule(config, steps)

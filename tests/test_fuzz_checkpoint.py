@@ -205,13 +205,15 @@ def test_metadata_of_odd_types(tmp_path, run, changes, capsys):
         holder = meta
         for step in place_[:-1]:
             holder = holder.get(step) if isinstance(holder, dict) else None
-        if not isinstance(holder, (dict, list)) or (isinstance(holder, list) and
-                                                     place_[-1] >= len(holder)):
+        key = place_[-1]
+        fits = (isinstance(holder, dict) and isinstance(key, str)) or \
+            (isinstance(holder, list) and isinstance(key, int) and key < len(holder))
+        if not fits:
             continue
         if delete and isinstance(holder, dict):
-            holder.pop(place_[-1], None)
+            holder.pop(key, None)
         else:
-            holder[place_[-1]] = value
+            holder[key] = value
     path = tmp_path / "case" / "checkpoint.npz"
     path.parent.mkdir(exist_ok=True)
     save_checkpoint(path, run["arrays"], meta)

@@ -161,16 +161,20 @@ def test_weights_only_file_evaluates_but_does_not_resume(tmp_path, trained, caps
 def test_an_impossible_batch_size_is_refused_with_what_fits(tmp_path, trained, capsys,
                                                            monkeypatch):
     _, data, _, _ = trained
-    monkeypatch.setattr(memory, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(memory, "available_memory", lambda: 20 * 2**20)
     out = tmp_path / "run"
     rc, _, err = run_cli(capsys, "train", *TOY, *data_args(data), "--batch-size", "100000",
                          "--out", out)
     assert_one_line_error(rc, err)
     assert "a training step at --batch-size 100000 needs about" in err
-    assert "1.0 GiB is available; --batch-size" in err and "would fit" in err
+    assert "20 MiB is available; --batch-size" in err and "would fit" in err
     fits = int(err.split("--batch-size ")[-1].split()[0])
-    assert 16 <= fits < 100000
+    assert 1 <= fits < 100           # the whole data set, 100 images, does not fit
     assert not out.exists()
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**30)
+    rc, _, _ = run_cli(capsys, "train", *TOY, *data_args(data), "--batch-size", "100000",
+                       "--epochs", "1", "--out", out)
+    assert rc == 0                   # a batch larger than the data set is the data set
 
 
 def test_the_estimate_predicts_a_larger_batch(monkeypatch):
