@@ -91,15 +91,14 @@ def _step_peak(model, batch: int, image_shape, training: bool) -> int:
             tracemalloc.stop()
 
 
-def estimate_memory(model_config: dict, image_shape, channels_last=None) -> dict:
+def estimate_memory(model_config: dict, image_shape) -> dict:
     """A linear model of the memory one step needs, from steps measured at batch 2 and 4 on a
     fresh copy of the model (a fraction of a second): for ``"train"`` and ``"eval"``, the pair
     ``(fixed, per_image)`` in bytes. Activations grow in proportion to the batch: for
     SE-ResNet-20 on NumPy the prediction for batch 128 was within 1% of the measured peak."""
     from .models import from_config   # late: npse's command line must start without it
 
-    probe = from_config(model_config)
-    probe.channels_last = channels_last
+    probe = from_config(model_config)      # built as train() builds the run's model
     probe.to(backend.get_backend())
     model = {}
     for name, training in (("train", True), ("eval", False)):
