@@ -22,6 +22,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CHAPTER = HERE.parent / "11-training.md"
+#: Every PNG this script writes by default; tests/test_figures.py checks that no other PNG is here.
+OUTPUTS = ("learning-curves-10ep.png",)
 
 # Test accuracy (%) per epoch as docs/11-training.md quotes it (measured on a JPEG re-encoding
 # of CIFAR-10; see that chapter for the machine and the commands).
@@ -81,7 +83,7 @@ def quoted_runs(plt):
               ("SE-ResNet-20, quick default (3 epochs): test", [1, 2, 3], QUICK_DEFAULT["test"], "^-"),
               ("SE-ResNet-20, quick default (3 epochs): train", [1, 2, 3], QUICK_DEFAULT["train"], "v:")]
     learning_curves(plt, series, "npse train on a JPEG re-encoding of CIFAR-10 (docs/11)",
-                    HERE / "learning-curves-10ep.png")
+                    HERE / OUTPUTS[0])
 
 
 def metrics_runs(plt, run_dirs):
