@@ -178,9 +178,13 @@ def train_reference(config, device="cpu", log=print) -> dict:
 
     from . import models
     from .data import channel_stats, iterate_batches, load_cifar10, load_cifar100, num_batches, subset
-    from .train import METRICS, _make_schedule          # the schedule npse itself uses
+    from .train import METRICS, _make_schedule, holds_run   # the schedule npse itself uses
 
     config.validate()
+    out = Path(config.out) if config.out else None
+    if out is not None and holds_run(out):
+        raise FileExistsError(f"{out} already holds a run (checkpoint.npz or {METRICS}); "
+                              f"choose another --out")
     npse_model = models.build_model(config.model, **config.model_overrides())
     model = load_npse_state(build_torch_model(npse_model.config), npse_model.state_dict()).to(device)
     loader = load_cifar100 if config.dataset == "cifar100" else load_cifar10
@@ -190,15 +194,14 @@ def train_reference(config, device="cpu", log=print) -> dict:
     mean, std = (a.tolist() for a in channel_stats(x_train))
     steps = num_batches(len(y_train), config.batch_size)
     schedule = _make_schedule(config, steps)
-    decayed = [p for n, p in model.named_parameters() if config.decay_bn_bias or p.ndim > 1]
-    exempt = [p for n, p in model.named_parameters() if not config.decay_bn_bias and p.ndim <= 1]
+    # --no-decay-bn-bias exempts the 1-D parameters (BatchNorm, biases), as skip_bn_and_bias does
+    decayed = [p for p in model.parameters() if config.decay_bn_bias or p.ndim > 1]
+    exempt = [p for p in model.parameters() if not config.decay_bn_bias and p.ndim <= 1]
     groups = [{"params": decayed}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
     opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                           weight_decay=config.weight_decay)
-    out = Path(config.out) if config.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / METRICS).write_text("")
 
     def batches(x, y, batch_size, train_epoch=None):
         for xb, yb in iterate_batches(x, y, batch_size, mean, std, shuffle=train_epoch is not None,

@@ -29,6 +29,14 @@ def test_options_of_npse_train_only_are_refused(tmp_path, capsys):
     assert "options of npse train only" in capsys.readouterr().err
 
 
+def test_a_directory_holding_a_run_is_refused(tmp_path, capsys):
+    pytest.importorskip("torch")
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    assert R.main(["train", *TOY, "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "metrics.jsonl").read_text() == "{}\n"
+
+
 def test_toy_run_matches_npse_train(tmp_path, capsys):
     pytest.importorskip("torch")
     data = write_cifar10(tmp_path / "data")
