@@ -153,8 +153,8 @@ def test_the_link_check_finds_what_is_broken(tmp_path):
     assert "leaves the repository" in problems[2]
 
 
-# docs/NN-topic.md and tutorials/NN_topic.py; appendices take a capital letter and a digit (A1, A2)
-MENTION = re.compile(r"\b((?:docs/|tutorials/)?(?:(?:\d\d|[A-Z]\d)-[\w-]+\.md|(?:\d\d|[A-Z]\d)_\w+\.py))\b")
+# docs/NN-topic.md and tutorials/NN_topic.py; appendices take a capital letter (A, B, or A1, ...)
+MENTION = re.compile(r"\b((?:docs/|tutorials/)?(?:(?:\d\d|[A-Z]\d?)-[\w-]+\.md|(?:\d\d|[A-Z]\d?)_\w+\.py))\b")
 
 
 # Where chapter and tutorial names are mentioned: the book, and the code and tests that point to it.

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-# Chapter tutorials are named NN_topic.py; appendix ones take a capital letter and a digit (A1).
+# Chapter tutorials are named NN_topic.py; appendix ones take a capital letter (A, B, or A1, ...).
 SCRIPTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / "tutorials").glob("*.py")
-                 if re.match(r"(\d\d|[A-Z]\d)_", p.name))
+                 if re.match(r"(\d\d|[A-Z]\d?)_", p.name))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
