@@ -433,6 +433,10 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+def _first_few(keys: list) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
 def check_entries(reader: CheckpointReader, expected: dict, head: str, optional=False) -> None:
     """Compare the entries of ``reader`` whose key starts with ``head`` with ``expected``
     ({key: Entry}): unknown, misshapen or (unless ``optional``) missing ones are refused."""
@@ -440,9 +444,8 @@ def check_entries(reader: CheckpointReader, expected: dict, head: str, optional=
     unknown = sorted(set(given) - set(expected))
     missing = [] if optional else sorted(set(expected) - set(given))
     if unknown or missing:
-        shown = lambda keys: ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-        parts = ([f"unexpected entries {shown(unknown)}"] if unknown else []) + \
-                ([f"missing entries {shown(missing)}"] if missing else [])
+        parts = ([f"unexpected entries {_first_few(unknown)}"] if unknown else []) + \
+                ([f"missing entries {_first_few(missing)}"] if missing else [])
         raise CheckpointError(f"{reader.path}: the arrays do not fit the model of its "
                               f"model_config: {'; '.join(parts)}")
     for key, entry in given.items():

@@ -27,7 +27,8 @@ def available_memory() -> int | None:
     """
     if backend.get_backend() == "cupy":
         import cupy
-        return int(cupy.cuda.runtime.memGetInfo()[0]) + int(cupy.get_default_memory_pool().free_bytes())
+        free_on_device = cupy.cuda.runtime.memGetInfo()[0]
+        return int(free_on_device) + int(cupy.get_default_memory_pool().free_bytes())
     found = []
     try:
         with open("/proc/meminfo", encoding="ascii") as f:

@@ -277,7 +277,8 @@ def data_fingerprint(x_train, y_train, x_test, y_test) -> dict:
     """Short hashes of the data a run uses, to tell on resume whether they are the same: all
     labels and every FINGERPRINT_EVERY-th image of each split (a few MB, milliseconds)."""
     def digest(a):
-        return hashlib.sha256(numpy.ascontiguousarray(backend.to_host(a)).tobytes()).hexdigest()[:16]
+        host = numpy.ascontiguousarray(backend.to_host(a))
+        return hashlib.sha256(host.tobytes()).hexdigest()[:16]
 
     return {"train_labels": digest(numpy.asarray(y_train, dtype=numpy.int64)),
             "train_pixels": digest(x_train[::FINGERPRINT_EVERY]),
@@ -620,7 +621,8 @@ def _write_failed(error: OSError, what: Path, out: Path, kept_metrics) -> OSErro
                  f"{'free some space, then ' if full else ''}continue with: npse train --out "
                  f"{shlex.quote(str(out))} --resume")
     else:
-        after = "No epoch was saved; start the run again" + (" after freeing some space" if full else "")
+        after = "No epoch was saved; start the run again" + (
+            " after freeing some space" if full else "")
     return OSError(f"could not write {what}: {why}. {after}")
 
 
@@ -651,9 +653,9 @@ def train(config: TrainConfig, log=print) -> dict:
     Raises ValueError (bad configuration; a damaged checkpoint is its subclass CheckpointError),
     FileExistsError (``out`` holds a run or a file npse would write, and neither resume nor
     overwrite is set), FileNotFoundError (data, checkpoint), MemoryError (a step at this batch
-    size cannot fit: see :func:`npse.memory.check_memory`), NonFiniteLossError, OSError (a failed write, with
-    what is intact); KeyboardInterrupt passes through. In every case the last checkpoint is left
-    intact.
+    size cannot fit: :func:`npse.memory.check_memory`), NonFiniteLossError, OSError (a failed
+    write, saying what is intact); KeyboardInterrupt passes through. In every case the last
+    checkpoint is left intact.
     """
     log = log or (lambda s: None)
     config = dataclasses.replace(config)

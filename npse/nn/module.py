@@ -268,7 +268,8 @@ def check_array(x, layer: str, ndim: int, dtype=None, channels=None, channel_axi
         )
     if dtype is not None and x.dtype != dtype:
         # Layers are float32 or float64 (backend.check_float_dtype): suggest only what exists.
-        remedy = (f" or build the layer with dtype={x.dtype}" if x.dtype in (numpy.float32, numpy.float64)
+        supported = x.dtype in (numpy.float32, numpy.float64)
+        remedy = (f" or build the layer with dtype={x.dtype}" if supported
                   else "; layers compute in float32 or float64 only")
         raise TypeError(
             f"{layer}: {what} has dtype {x.dtype} but the layer is {numpy.dtype(dtype)}; "
