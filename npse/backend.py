@@ -125,22 +125,6 @@ def check_float_dtype(dtype, where: str):
     return dtype
 
 
-# Fused CuPy kernels (one launch for what the plain array expressions do in several) are used on
-# the GPU unless NPSE_FUSED=0; each lives beside its plain reference, which tests compare it with.
-_fused = os.environ.get("NPSE_FUSED", "1").strip() != "0"
-
-
-def use_fused(xp) -> bool:
-    """Whether code running on array module ``xp`` should take its fused-kernel path (CuPy only)."""
-    return _fused and xp is not numpy and xp.__name__ == "cupy"
-
-
-def set_fused(on: bool) -> None:
-    """Turn the fused CuPy kernels on or off (off: the plain array expressions run everywhere)."""
-    global _fused
-    _fused = bool(on)
-
-
 def rng(seed=None) -> numpy.random.Generator:
     """A seeded random generator on the host.
 

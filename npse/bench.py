@@ -24,6 +24,7 @@ import tracemalloc
 import numpy
 
 from . import backend
+from .fast.policy import MEMORY_FORMATS, ExecutionPolicy, policy_from_memory_format
 
 CATEGORIES = ("im2col", "GEMM + layout copies", "col2im", "BatchNorm", "element-wise (ReLU, SE, pool, add, fc)",
               "loss", "optimizer", "Python overhead")
@@ -71,9 +72,14 @@ def add_arguments(parser):
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default="auto",
+    parser.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto",
                         help="how the model stores its activations (default auto: channels last on NumPy, "
                              "contiguous on CuPy; npse.nn.layout)")
+    parser.add_argument("--no-fused", action="store_true",
+                        help="the plain array expressions instead of the fused CuPy kernels (GPU only)")
+    parser.add_argument("--reference", action="store_true",
+                        help="time the reference layers of npse.nn only (the execution policy "
+                             "npse.fast.REFERENCE); --memory-format and --no-fused then do not apply")
     parser.add_argument("--quick", action="store_true",
                         help="se_resnet20 at batch 128 only, 2 repeats (a one-minute look)")
 
@@ -99,28 +105,24 @@ def _median_time(fn, repeats, xp, warmup=2):
 
 
 class _Setup:
-    """A model, its optimizer and loss, and one fixed random batch on the active backend."""
+    """A model under ``policy``, its optimizer and loss, and one fixed random batch on the
+    active backend."""
 
-    channels_last = None      # the models' memory format (CifarResNet.channels_last), set by run()
-
-    def __init__(self, name, batch):
+    def __init__(self, name, batch, policy: ExecutionPolicy):
         from . import models, nn, optim
         self.xp = backend.module()
-        self.model = models.build_model(name)
-        self.model.channels_last = _Setup.channels_last
+        self.model = models.build_model(name).use_policy(policy)
         self.loss_fn = nn.CrossEntropyLoss()
         self.optimizer = optim.SGD(self.model.named_parameters(), lr=0.01, momentum=0.9, nesterov=True,
-                                   weight_decay=5e-4)
+                                   weight_decay=5e-4, fused=policy.fused)
         rng = numpy.random.default_rng(0)
         self.x = backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(numpy.float32))
         self.y = backend.to_device(rng.integers(0, 10, batch))
 
     def train_step(self):
+        from .step import train_step
         self.model.train()
-        self.model.zero_grad()
-        self.loss_fn(self.model(self.x), self.y)
-        self.model.backward(self.loss_fn.backward(), input_grad=False)
-        self.optimizer.step()
+        train_step(self.model, self.loss_fn, self.optimizer, self.x, self.y)
 
     def eval_step(self):
         from .nn import no_grad
@@ -177,7 +179,7 @@ def interleaved_times(steps, repeats, warmup=2, pause=0.0):
     return [statistics.median(kept) for kept in times]
 
 
-def _peak_step_memory(name, batch):
+def _peak_step_memory(name, batch, policy):
     """Peak bytes held during model set-up plus two training steps.
 
     NumPy: the peak that tracemalloc saw. CuPy: what its memory pool holds afterwards; the pool
@@ -187,7 +189,7 @@ def _peak_step_memory(name, batch):
     if xp.__name__.startswith("cupy"):
         pool = xp.get_default_memory_pool()
         pool.free_all_blocks()
-        setup = _Setup(name, batch)
+        setup = _Setup(name, batch, policy)
         setup.train_step()
         setup.train_step()
         _sync(xp)
@@ -197,7 +199,7 @@ def _peak_step_memory(name, batch):
         return held
     tracemalloc.start()
     try:
-        setup = _Setup(name, batch)
+        setup = _Setup(name, batch, policy)
         setup.train_step()
         setup.train_step()
         return tracemalloc.get_traced_memory()[1]
@@ -207,61 +209,28 @@ def _peak_step_memory(name, batch):
 
 def _layer_inputs(setup, layers):
     """{name: a copy of the input each of ``layers`` ((name, module) pairs) receives in one
-    training-mode forward pass of the whole network on the setup's batch}."""
+    training-mode forward pass of the whole network on the setup's batch}, recorded by forward
+    hooks (:meth:`npse.nn.Module.register_forward_hook`)."""
     inputs = {}
-    for name, m in layers:
-        original = m.forward
-
-        def capture(x, _name=name, _orig=original):
-            inputs.setdefault(_name, x.copy(order="K"))    # stored as the layer receives it
-            return _orig(x)
-        object.__setattr__(m, "forward", capture)
+    handles = [m.register_forward_hook(
+        lambda m, x, y, _name=name: inputs.setdefault(_name, x.copy(order="K")))   # stored as received
+        for name, m in layers]
     try:
         setup.model.train()
         setup.model(setup.x)
     finally:
-        for _, m in layers:
-            object.__delattr__(m, "forward")
+        for handle in handles:
+            handle.remove()
     return inputs
-
-
-def conv_products(xp, x_shape, conv, channels_last, input_grad=True):
-    """[(shape of A, shape of B, how many times)]: the matrix products A @ B of one training step of
-    Conv2d ``conv`` on an input of ``x_shape``, in the formulation the layer takes there
-    (chapter 3 and docs/12-speed.md): kernel rows, one patch row per pixel (channels last), one
-    product per image, or one for the batch. The input gradient: a convolution of dy for stride 1,
-    the product before col2im otherwise; none with ``input_grad=False`` (a first layer)."""
-    from .nn.conv2d import uses_kernel_rows, uses_per_image
-    from .nn.im2col import conv_output_size
-    n, c, h, w = x_shape
-    o, (kh, kw), (sh, sw), (ph, pw) = conv.out_channels, conv.kernel_size, conv.stride, conv.padding
-    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    k, pixels, stride_1 = c * kh * kw, oh * ow, (sh, sw) == (1, 1)
-    if channels_last:
-        if uses_kernel_rows(xp, c, (sh, sw)):
-            products = [((n, pixels, kw * c), (kw * c, o), kh), ((n, o, pixels), (n, pixels, kw * c), kh)]
-        else:
-            products = [((n * pixels, k), (k, o), 1), ((o, n * pixels), (n * pixels, k), 1)]
-        if stride_1 and uses_kernel_rows(xp, o, (1, 1)):
-            dx = ((n, h * w, kw * o), (kw * o, c), kh)
-        else:
-            dx = ((n * h * w, o * kh * kw), (o * kh * kw, c), 1) if stride_1 else ((n * pixels, o), (o, k), 1)
-    elif uses_per_image(xp, (oh, ow)):
-        products = [((o, k), (n, k, pixels), 1), ((n, o, pixels), (n, pixels, k), 1)]
-        dx = ((c, o * kh * kw), (n, o * kh * kw, h * w), 1) if stride_1 else ((k, o), (o, n * pixels), 1)
-    else:
-        products = [((o, k), (k, n * pixels), 1), ((o, n * pixels), (n * pixels, k), 1)]
-        dx = ((c, o * kh * kw), (o * kh * kw, n * h * w), 1) if stride_1 else ((k, o), (o, n * pixels), 1)
-    return products + ([dx] if input_grad else [])
 
 
 def conv_gemm_floor(setup, repeats=3):
     """Seconds per training step that the convolutions' matrix products alone take.
 
     For every Conv2d of the model, at the input shape and memory format it sees in the network,
-    the products of :func:`conv_products` are timed on their own, on random arrays with kept
-    outputs. Their sum is what a step built on these products cannot go below, however lean
-    everything around them is.
+    the products it runs there (:meth:`npse.nn.Conv2d.products`, which asks the formulation in
+    force) are timed on their own, on random arrays with kept outputs. Their sum is what a step
+    built on these products cannot go below, however lean everything around them is.
     """
     from .models.summary import leaf_modules
     from .nn import Conv2d
@@ -277,7 +246,7 @@ def conv_gemm_floor(setup, repeats=3):
     for i, (name, m) in enumerate(convs):
         x = inputs[name]
         # the first convolution (the stem) needs no input gradient in training
-        for a_shape, b_shape, times in conv_products(xp, x.shape, m, is_channels_last(x), input_grad=i > 0):
+        for a_shape, b_shape, times in m.products(x.shape, is_channels_last(x), input_grad=i > 0):
             a, b = rand(a_shape), rand(b_shape)
             out = xp.matmul(a, b)                # the kept output, made once outside the timing
             total += times * _median_time(lambda: xp.matmul(a, b, out=out), repeats, xp)
@@ -307,35 +276,42 @@ def layer_times(setup, repeats=3):
     return rows
 
 
+# (file under npse/, function names or None for all but forward/backward) -> category
+_CATEGORY_OF = [
+    ("fast/patches.py", None, "im2col"),
+    ("nn/im2col.py", ("im2col", "windows", "pad2d"), "im2col"),
+    ("nn/im2col.py", ("col2im",), "col2im"),
+    ("fast/conv2d.py", None, "GEMM + layout copies"),
+    ("nn/conv2d.py", ("conv2d_forward", "conv2d_backward"), "GEMM + layout copies"),
+    ("nn/layout.py", None, "GEMM + layout copies"),
+    ("nn/batchnorm2d.py", None, "BatchNorm"),
+    ("fast/batchnorm2d.py", None, "BatchNorm"),
+    ("fast/fused.py", None, "BatchNorm"),
+    ("fast/reductions.py", ("channel_sum", "channel_dot"), "BatchNorm"),
+    ("fast/reductions.py", ("spatial_dot", "spatial_mean"), "element-wise (ReLU, SE, pool, add, fc)"),
+    ("fast/squeeze.py", None, "element-wise (ReLU, SE, pool, add, fc)"),
+    ("nn/loss.py", None, "loss"),
+    ("optim/sgd.py", None, "optimizer"),
+]
+_ELEMENTWISE_FILES = ("nn/activations.py", "nn/se_block.py", "nn/pooling.py", "nn/linear.py",
+                      "nn/shortcut.py", "nn/se_no_squeeze.py")
+
+
 def _category(filename, funcname):
+    """The profile category of an npse function (None: Python overhead, or not npse's)."""
     path = filename.replace(os.sep, "/")
     if "npse/" not in path:
         return None
-    if path.endswith("nn/im2col.py"):
-        if funcname in ("im2col", "im2col_per_image", "im2col_channels_last", "windows", "pad2d",
-                        "_padded_input", "_windows_of", "_kept_or_new"):
-            return "im2col"
-        return "col2im" if funcname in ("col2im", "col2im_channels_last") else None
-    if path.endswith("nn/conv2d.py") and funcname == "kernel_row_patches":
-        return "im2col"
-    if path.endswith("nn/conv2d.py") and funcname in (
-            "conv2d_forward", "conv2d_backward", "_batch_columns", "conv2d_input_grad_by_convolution",
-            "conv2d_forward_channels_last", "conv2d_backward_channels_last", "conv2d_by_kernel_rows",
-            "weight_grad_by_kernel_rows"):
-        return "GEMM + layout copies"
-    if path.endswith("nn/layout.py"):
-        return "GEMM + layout copies"
-    if path.endswith("nn/batchnorm2d.py") and funcname != "forward" and funcname != "backward":
-        return "BatchNorm"
-    if path.endswith("nn/loss.py") and funcname.startswith("cross_entropy"):
-        return "loss"
-    if path.endswith("optim/sgd.py"):
-        return "optimizer"
-    if (path.endswith(("nn/activations.py", "nn/se_block.py", "nn/pooling.py", "nn/linear.py"))
-            and funcname.endswith(("_forward", "_backward"))):
+    if path.endswith("fast/patches.py") and funcname == "patch_rows_adjoint":
+        return "col2im"
+    for file, names, category in _CATEGORY_OF:
+        if path.endswith(file) and (funcname in names if names else funcname not in ("forward", "backward")
+                                    or file.startswith("fast/")):
+            return category
+    if path.endswith(_ELEMENTWISE_FILES) and funcname.endswith(("_forward", "_backward")):
         return "element-wise (ReLU, SE, pool, add, fc)"
     if path.endswith("models/resnet.py") and funcname in ("forward", "backward"):
-        return "element-wise (ReLU, SE, pool, add, fc)"   # the residual additions and ShortcutA
+        return "element-wise (ReLU, SE, pool, add, fc)"   # the residual additions
     return None
 
 
@@ -399,16 +375,23 @@ def machine_description():
             f"NumPy {numpy.__version__}{' (' + blas + ')' if blas else ''}, backend {backend.get_backend()}{gpu}")
 
 
-def run(args) -> int:
-    kept = _Setup.channels_last
-    _Setup.channels_last = {"auto": None, "channels_last": True, "contiguous": False}[args.memory_format]
+def policy_of(args) -> ExecutionPolicy:
+    """The execution policy that ``--memory-format``, ``--no-fused`` and ``--reference`` name."""
+    return policy_from_memory_format(args.memory_format, fused=not args.no_fused,
+                                     reference=args.reference)
+
+
+def run(args, policy: ExecutionPolicy | None = None) -> int:
+    """``npse bench``; ``policy`` (default: the one the options name) is what every model timed
+    here runs under. The active backend is restored afterwards."""
+    kept = backend.get_backend()
     try:
-        return _run(args)
+        return _run(args, policy_of(args) if policy is None else policy)
     finally:
-        _Setup.channels_last = kept
+        backend.set_backend(kept)
 
 
-def _run(args) -> int:
+def _run(args, policy: ExecutionPolicy) -> int:
     if args.backend:
         backend.set_backend(args.backend)
     from . import models
@@ -432,10 +415,9 @@ def _run(args) -> int:
         except ImportError:
             use_torch = False
             print("PyTorch not installed: no comparison (it is never needed by npse)")
-    stored = models.build_model(model_names[0])
-    stored.channels_last = _Setup.channels_last
     print(f"machine: {machine_description()}")
-    print(f"activations stored {'channels last' if stored.stores_channels_last(xp.zeros(1)) else 'contiguous'}"
+    print(policy.describe())
+    print(f"activations stored {'channels last' if policy.stores_channels_last(xp) else 'contiguous'}"
           f" (--memory-format {args.memory_format})\n")
 
     header = f"{'model':<14}{'batch':>6}{'train img/s':>13}{'eval img/s':>12}{'ms/step':>10}"
@@ -445,7 +427,7 @@ def _run(args) -> int:
     results, torch_train = {}, {}
     for name in model_names:
         for batch in batches:
-            setup = _Setup(name, batch)
+            setup = _Setup(name, batch, policy)
             sync = (lambda: _sync(xp))
             steps = [(setup.train_step, sync), (setup.eval_step, sync)]
             if use_torch:
@@ -458,7 +440,7 @@ def _run(args) -> int:
             line = f"{name:<14}{batch:>6}{batch / step:>13.1f}{batch / ev:>12.1f}{step * 1e3:>10.0f}"
             del setup, steps
             if not args.no_memory:
-                line += f"{_peak_step_memory(name, batch) / 2**20:>9.0f}"
+                line += f"{_peak_step_memory(name, batch, policy) / 2**20:>9.0f}"
             if use_torch:
                 torch_img_s = [batch / times[2], batch / times[3]]
                 if batch == (128 if 128 in batches else batches[0]):
@@ -478,7 +460,7 @@ def _run(args) -> int:
 
     first, batch = model_names[0], (128 if 128 in batches else batches[0])
     if not args.no_layers:
-        setup = _Setup(first, batch)
+        setup = _Setup(first, batch, policy)
         print(f"\nper layer, {first}, batch {batch} (each layer timed alone; ms)")
         print(f"{'layer':<26}{'type':<18}{'input':<16}{'forward':>9}{'backward':>10}")
         rows = layer_times(setup, repeats)
@@ -486,10 +468,10 @@ def _run(args) -> int:
             print(f"{n:<26}{t:<18}{shape:<16}{f:>9.2f}{b:>10.2f}")
         print(f"{'sum':<60}{sum(r[3] for r in rows):>9.1f}{sum(r[4] for r in rows):>10.1f}")
     if not args.no_profile:
-        setup = _Setup(first, batch)
+        setup = _Setup(first, batch, policy)
         if on_gpu:
             for b in sorted(set(batches)):
-                host, whole = host_and_device_time(_Setup(first, b), repeats)
+                host, whole = host_and_device_time(_Setup(first, b, policy), repeats)
                 print(f"\n{first}, batch {b}: the host issues a training step in {host * 1e3:.1f} ms; "
                       f"the step takes {whole * 1e3:.1f} ms until the GPU is done"
                       + (" (launch-bound: the GPU waits for Python)" if host > 0.8 * whole else ""))

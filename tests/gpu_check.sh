@@ -43,9 +43,9 @@ for format in channels_last contiguous channels_last contiguous; do
 done
 
 if [ "${FUSED_AB:-0}" = 1 ]; then
-    for fused in 0 1; do
-        step "npse bench on CuPy, NPSE_FUSED=$fused"
-        NPSE_FUSED=$fused timeout 60 $PY -m npse bench --backend cupy --models se_resnet20 \
+    for fused in --no-fused ""; do
+        step "npse bench on CuPy ${fused:-with the fused kernels}"
+        timeout 60 $PY -m npse bench --backend cupy --models se_resnet20 $fused \
             --batch-sizes 128,512 --repeats 20 --no-torch --no-layers --no-profile --no-memory 2>&1 | tail -4
     done
 fi

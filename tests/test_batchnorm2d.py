@@ -16,7 +16,8 @@ spatial = st.integers(1, 6)
 @given(n=batch, c=channels, h=spatial, w=spatial, seed=seeds, training=st.booleans(),
        channels_last=st.booleans())
 def test_batchnorm2d_gradients(backend_name, n, c, h, w, seed, training, channels_last):
-    """In both memory formats (npse.nn.layout; tests/test_layout.py compares their numbers)."""
+    """The reference, on inputs in both memory formats (npse.nn.layout); the faster formulations
+    are compared with it in tests/test_formulations.py."""
     if training and n * h * w < 3:
         # One value per channel is an error in training. With two, xhat = +-1 whatever x is, so
         # dL/dx is O(eps) and a difference quotient measures rounding, not the derivative: that
@@ -114,15 +115,8 @@ def test_batchnorm2d_errors():
         nn.BatchNorm2d(0)
 
 
-@given(n=batch, c=channels, h=spatial, w=spatial, seed=seeds)
-def test_channel_sum_equals_the_plain_sum(n, c, h, w, seed):
-    from npse.nn.batchnorm2d import channel_sum
-    a = normal(np.random.default_rng(seed), (n, c, h, w))
-    np.testing.assert_allclose(channel_sum(a), a.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
-
-
 def test_batchnorm2d_eval_without_grad_equals_eval_with_grad():
-    """The folded affine map used under no_grad gives the same output as the cached path."""
+    """Under no_grad (nothing kept for a backward) the output is the same."""
     rng = np.random.default_rng(5)
     bn = nn.BatchNorm2d(3, dtype="float64")
     bn.running_mean[...] = normal(rng, (3,))

@@ -12,6 +12,17 @@ def test_bench_prints_its_tables(capsys):
     assert "per layer, se_resnet8" in out and "layer1.0.se" in out and "layer1.0.conv1" in out
     assert "profile of one training step" in out and "Python overhead" in out
     assert "activations stored channels last (--memory-format auto)" in out
+    assert "execution policy 'fast': activations channels last on NumPy" in out
+
+
+def test_bench_reference_option(capsys):
+    from npse import backend
+    before = backend.get_backend()
+    status = main(["bench", "--models", "se_resnet8", "--batch-sizes", "4", "--repeats", "1",
+                   "--no-torch", "--no-memory", "--reference"])
+    out = capsys.readouterr().out
+    assert status == 0 and "execution policy 'reference'" in out and "activations stored contiguous" in out
+    assert backend.get_backend() == before
 
 
 def test_bench_memory_format_option(capsys):
@@ -32,11 +43,12 @@ def test_the_gemm_floor_counts_the_products_of_each_convolution(monkeypatch):
     products at the shapes and in the formulation the network gives them (checked here by counting
     the shapes; the stem convolution has no input gradient in training)."""
     from npse import bench
+    from npse.fast import FAST
     seen = []
     monkeypatch.setattr(bench, "_median_time", lambda fn, repeats, xp: seen.append(fn()) or 0.25)
     # Channels last (NumPy's default). Stride-1 convolutions with <= 16 channels by kernel rows:
     # 3 products each for y and dW (and dx); the others one product each.
-    setup = bench._Setup("se_resnet8", 4)
+    setup = bench._Setup("se_resnet8", 4, FAST)
     # stem 2 x 3, layer1's two convs 3 x 3 each, then four convs 3 x 1
     assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * (2 * 3 + 2 * 3 * 3 + 4 * 3)
     # the stem (3 -> 16 channels, 32x32, by kernel rows): y per image, dW per image, no dx
@@ -45,8 +57,7 @@ def test_the_gemm_floor_counts_the_products_of_each_convolution(monkeypatch):
     assert [a.shape for a in seen[-3:]] == [(4 * 8 * 8, 64), (64, 576), (4 * 8 * 8, 64)]
     # Contiguous: one product per image at 32x32 and 16x16, one for the batch at 8x8.
     seen.clear()
-    monkeypatch.setattr(bench._Setup, "channels_last", False)
-    setup = bench._Setup("se_resnet8", 4)
+    setup = bench._Setup("se_resnet8", 4, FAST.replace(memory_format="contiguous"))
     assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * (2 + 6 * 3)
     assert [a.shape for a in seen[:2]] == [(4, 16, 32 * 32), (4, 16, 27)]
     assert [a.shape for a in seen[-3:]] == [(64, 4 * 8 * 8), (64, 576), (64, 4 * 8 * 8)]

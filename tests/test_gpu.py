@@ -9,6 +9,7 @@ import pytest
 from npse import backend, models, nn
 from npse.gradcheck import relative_error
 from npse.optim import SGD
+from npse.step import train_step
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not backend.cupy_available(), reason="CuPy with a GPU is not available")]
@@ -17,12 +18,8 @@ pytestmark = [pytest.mark.gpu,
 def _step(model, x, y):
     loss_fn = nn.CrossEntropyLoss()
     opt = SGD(model.named_parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    model.zero_grad()
-    logits = model(x)
-    loss = loss_fn(logits, y)
-    dx = model.backward(loss_fn.backward())
+    logits, loss, dx = train_step(model, loss_fn, opt, x, y, input_grad=True)
     grads = {name: backend.to_host(p.grad).copy() for name, p in model.named_parameters()}
-    opt.step()
     return backend.to_host(logits), loss, backend.to_host(dx), grads
 
 
@@ -84,15 +81,11 @@ def _sgd_steps(start, grads, nesterov, fused):
     import cupy
     ps = [nn.Parameter(cupy.asarray(a)) for a in start]
     opt = SGD(list(enumerate(ps)), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=5e-4,
-              decay_filter=lambda name, p: p.data.ndim > 1)
-    backend.set_fused(fused)
-    try:
-        for step_grads in grads:
-            for p, g in zip(ps, step_grads):
-                p.grad[...] = cupy.asarray(g)
-            opt.step()
-    finally:
-        backend.set_fused(True)
+              decay_filter=lambda name, p: p.data.ndim > 1, fused=fused)
+    for step_grads in grads:
+        for p, g in zip(ps, step_grads):
+            p.grad[...] = cupy.asarray(g)
+        opt.step()
     return [backend.to_host(p.data) for p in ps], opt.state_dict()
 
 
@@ -127,8 +120,10 @@ def test_a_short_training_run_on_cupy_matches_numpy(tmp_path):
 # (With 2 values per channel dx is 0 up to rounding, and a relative error means nothing: 3 is the least.)
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (8, 16, 32, 32), (1, 4, 1, 3)])
 def test_fused_batchnorm_matches_the_plain_formulas(shape, dtype, tol):
-    """Training forward and backward (running statistics too), evaluation with and without grad."""
+    """Training forward and backward (running statistics too), evaluation with and without a
+    backward to follow; in float32 too (tests/test_formulations.py compares in float64)."""
     import cupy
+    from npse.fast import fused as F
     from npse.nn import batchnorm2d as B
     rng = np.random.default_rng(3)
     c = shape[1]
@@ -139,18 +134,13 @@ def test_fused_batchnorm_matches_the_plain_formulas(shape, dtype, tol):
     stats = [cupy.asarray(rng.random(c), dtype=dtype), cupy.asarray(rng.random(c) + 0.5, dtype=dtype)]
 
     def run(fused, training, grad=True):
-        backend.set_fused(fused)
         rm, rv = stats[0].copy(), stats[1].copy()
-        try:
-            if grad:
-                y, cache = B.batchnorm2d_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
-                grads = B.batchnorm2d_backward(dy, cache)
-            else:
-                with nn.no_grad():
-                    y, _ = B.batchnorm2d_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
-                grads = ()
-        finally:
-            backend.set_fused(True)
+        if fused:
+            y, cache = F.batchnorm2d_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5, keep=grad)
+            grads = F.batchnorm2d_backward(dy, cache) if grad else ()
+        else:
+            y, cache = B.batchnorm2d_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
+            grads = B.batchnorm2d_backward(dy, cache) if grad else ()
         return [backend.to_host(a) for a in (y, rm, rv, *grads)]
 
     for training, grad in ((True, True), (False, True), (False, False)):

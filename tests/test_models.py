@@ -4,18 +4,23 @@ import numpy as np
 import pytest
 
 from npse import models
+from npse.fast import FAST, REFERENCE
 from npse.gradcheck import gradcheck
 from npse.models import SE_VARIANTS, cifar_resnet, count_parameters
 
 TOL = 1e-6
 TINY = dict(widths=(4, 8, 8), se_reduction=2, dtype="float64")
+# Every whole-model test runs under the fast policy (the models' default) and the reference one.
+policies = pytest.mark.parametrize("policy", [FAST, REFERENCE], ids=["fast", "reference"])
 
 
 @pytest.mark.parametrize("block,depth", [("basic", 8), ("bottleneck", 11)])
 @pytest.mark.parametrize("se", SE_VARIANTS)
 @pytest.mark.parametrize("shortcut", ["A", "B"])
-def test_every_variant_passes_a_gradient_check(block, depth, se, shortcut):
+@policies
+def test_every_variant_passes_a_gradient_check(block, depth, se, shortcut, policy):
     model = cifar_resnet(depth=depth, block=block, se=se, shortcut=shortcut, seed=1, **TINY)
+    model.use_policy(policy)
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
     logits = model(x)
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
@@ -25,9 +30,11 @@ def test_every_variant_passes_a_gradient_check(block, depth, se, shortcut):
     assert result.max_error <= TOL, {k: v for k, v in result.errors.items() if v > TOL}
 
 
-def test_se_max_squeeze_and_other_gates_build_and_check():
+@policies
+def test_se_max_squeeze_and_other_gates_build_and_check(policy):
     for squeeze, gate in [("max", "sigmoid"), ("avg", "tanh"), ("avg", "relu")]:
         model = cifar_resnet(depth=8, se="standard", se_squeeze=squeeze, se_excitation=gate, seed=2, **TINY)
+        model.use_policy(policy)
         x = np.random.default_rng(1).standard_normal((2, 3, 8, 8))
         result = gradcheck(model, x, seed=4, max_entries=0, num_directions=2)
         if not result.crossed_kink:
@@ -98,10 +105,11 @@ def test_model_errors():
         models.resnet20()(np.zeros((1, 1, 32, 32), np.float32))
 
 
-def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients():
+@policies
+def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients(policy):
     grads = []
     for input_grad in (True, False):
-        model = cifar_resnet(depth=8, se="standard", seed=4, **TINY)
+        model = cifar_resnet(depth=8, se="standard", seed=4, **TINY).use_policy(policy)
         x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
         model(x)
         dx = model.backward(np.ones((2, 10)), input_grad=input_grad)

@@ -101,5 +101,18 @@ def test_pooling_errors():
         nn.GlobalAvgPool2d()(np.zeros((2, 2), np.float32))
     with pytest.raises(TypeError, match=r"MaxPool2d: input must be a floating-point array, got dtype int32"):
         nn.MaxPool2d(2)(np.zeros((1, 1, 4, 4), np.int32))
-    with pytest.raises(TypeError, match=r"GlobalMaxPool2d: input has dtype float64 but the layer is float32"):
-        nn.GlobalMaxPool2d()(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(TypeError, match=r"GlobalMaxPool2d: input has dtype float16 .* float32 or float64 only"):
+        nn.GlobalMaxPool2d()(np.zeros((1, 1, 4, 4), np.float16))
+
+
+@pytest.mark.parametrize("layer", [nn.MaxPool2d(2), nn.AvgPool2d(2), nn.GlobalAvgPool2d(),
+                                   nn.GlobalMaxPool2d(), nn.ReLU(), nn.Sigmoid(), nn.Tanh()],
+                         ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parameter_free_layers_take_either_float_dtype(layer, dtype):
+    """As PyTorch's: no parameters, so the input's float32 or float64 is kept (whatever the
+    layer was built with), forward and backward."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(dtype)
+    y = layer(x)
+    assert y.dtype == dtype
+    assert layer.backward(np.ones_like(y)).dtype == dtype

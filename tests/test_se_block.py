@@ -76,9 +76,25 @@ def test_se_block_errors():
         nn.SEBlock(8, reduction=0)
 
 
-@given(n=batch, c=st.integers(1, 6), h=st.integers(1, 5), w=st.integers(1, 5), seed=seeds)
-def test_spatial_dot_equals_the_plain_sum(n, c, h, w, seed):
-    from npse.nn.se_block import spatial_dot
+@given(n=batch, c=st.integers(1, 8), h=st.integers(1, 4), w=st.integers(1, 4),
+       squeeze=st.sampled_from(["avg", "max"]), excitation=st.sampled_from(["sigmoid", "tanh", "relu"]),
+       bias=st.booleans(), seed=seeds)
+def test_the_module_equals_the_functional_block(n, c, h, w, squeeze, excitation, bias, seed):
+    """SEBlock runs its fc1 and fc2 children; se_block_forward/backward is the same block as one
+    pair of functions: same y, gate, dx and fc gradients."""
     rng = np.random.default_rng(seed)
-    a, b = normal(rng, (n, c, h, w)), normal(rng, (n, c, h, w))
-    np.testing.assert_allclose(spatial_dot(a, b), (a * b).sum(axis=(2, 3)), rtol=1e-10, atol=1e-12)
+    se = nn.SEBlock(c, 2, squeeze, excitation, bias=bias, dtype="float64", rng=rng)
+    x, dy = normal(rng, (n, c, h, w)), normal(rng, (n, c, h, w))
+    y = se(x)
+    dx = se.backward(dy)
+    b1, b2 = (se.fc1.bias.data, se.fc2.bias.data) if bias else (None, None)
+    y_ref, cache = nn.se_block_forward(x, se.fc1.weight.data, b1, se.fc2.weight.data, b2,
+                                       squeeze, excitation)
+    dx_ref, dw1, db1, dw2, db2 = nn.se_block_backward(dy, cache)
+    assert np.array_equal(y, y_ref) and np.array_equal(se.gate, cache["gate"])
+    assert relative_error(dx, dx_ref) <= 1e-12
+    assert relative_error(se.fc1.weight.grad, dw1) <= 1e-12
+    assert relative_error(se.fc2.weight.grad, dw2) <= 1e-12
+    if bias:
+        assert relative_error(se.fc1.bias.grad, db1) <= 1e-12
+        assert relative_error(se.fc2.bias.grad, db2) <= 1e-12

@@ -6,10 +6,7 @@ import numpy as np
 
 from npse import nn
 from npse.gradcheck import gradcheck
-from npse.nn import col2im, im2col, im2col_per_image
-from npse.nn.conv2d import conv2d_by_kernel_rows, kernel_row_patches
-from npse.nn.im2col import im2col_channels_last
-from npse.nn.layout import is_channels_last, nhwc, to_channels_last
+from npse.nn import col2im, im2col
 
 np.set_printoptions(linewidth=110)
 
@@ -68,42 +65,8 @@ counts = col2im(im2col(np.ones((1, 1, 4, 4)), (3, 3)), (1, 1, 4, 4), (3, 3))
 print("how many 3x3 patches hold each pixel of a 4x4 image (= col2im(im2col(ones))):\n", counts[0, 0])
 assert np.array_equal(counts[0, 0], np.outer([1, 2, 2, 1], [1, 2, 2, 1]))
 
-# --- 3b. The same columns, grouped by image ----------------------------------------------------------------
-# im2col_per_image keeps one patch matrix per image; W2 @ cols[n] is then image n's output, already
-# in (N, O, OH*OW) order. npse uses it where an image has >= 256 output pixels (docs/03, docs/12).
-x = rng.standard_normal((2, 3, 5, 5))
-flat = im2col(x, (3, 3), padding=(1, 1))                      # (27, 2*25)
-grouped = im2col_per_image(x, (3, 3), padding=(1, 1))         # (2, 27, 25)
-print("\nim2col", flat.shape, "| im2col_per_image", grouped.shape,
-      "| image 1's columns equal:", np.array_equal(grouped[1], flat[:, 25:50]))
-assert grouped.shape == (2, 27, 25) and np.array_equal(grouped[1], flat[:, 25:50])
-w = rng.standard_normal((4, 3, 3, 3))
-y_batch, _ = nn.conv2d_forward(x, w, None, 1, 1, per_image=False)
-y_image, _ = nn.conv2d_forward(x, w, None, 1, 1, per_image=True)
-print("one product for the batch vs one per image: max |difference| =",
-      f"{np.abs(y_batch - y_image).max():.1e}")
-assert np.abs(y_batch - y_image).max() < 1e-12
-
-# --- 3c. Channels last: one patch row per output pixel, and kernel rows ----------------------------------------
-# The same (N, C, H, W) array can be stored with the channels of a pixel side by side
-# (npse.nn.layout, PyTorch's channels_last). A convolution then makes one patch *row* per output
-# pixel, and its output comes out stored the same way (docs/03, docs/12).
-x_cl = to_channels_last(x)
-print("\nsame values:", np.array_equal(x_cl, x), "| stored channels last:", is_channels_last(x_cl),
-      "| strides", x.strides, "->", x_cl.strides)
-rows = im2col_channels_last(nhwc(x_cl), (3, 3), padding=(1, 1))   # (2*25, 27): (ky, kx, c) columns
-y_rows, cache = nn.conv2d_forward(x_cl, w, None, 1, 1)   # 3 channels, stride 1: by kernel rows (below)
-print("patch rows", rows.shape, "| formulation taken:", cache[-1], "| y stored channels last:",
-      is_channels_last(y_rows), "| max |difference| =", f"{np.abs(y_rows - y_batch).max():.1e}")
-assert np.array_equal(x_cl, x) and is_channels_last(x_cl) and is_channels_last(y_rows)
-assert rows.shape == (50, 27) and np.abs(y_rows - y_batch).max() < 1e-12
-# With few channels and stride 1, three thinner products (one per kernel row) over patches that
-# hold only the 3 column shifts of each input row (a third of the im2col matrix) give the same y:
-patches = kernel_row_patches(nhwc(x_cl), 3, (1, 1))              # (2, 7*5, 3*3): padded rows x columns
-y_kr = conv2d_by_kernel_rows(patches, w, (5, 5))                   # (2, 5, 5, 4), channels at the end
-print("kernel-row patches", patches.shape, "| max |difference| =",
-      f"{np.abs(y_kr.transpose(0, 3, 1, 2) - y_batch).max():.1e}")
-assert patches.shape == (2, 35, 9) and np.abs(y_kr.transpose(0, 3, 1, 2) - y_batch).max() < 1e-12
+# (Faster orders of the same products, one per image, patch rows of a channels-last input, kernel
+# rows, are the speed chapter's: tutorials/12_speed.py.)
 
 # --- 4. Gradient check ----------------------------------------------------------------------------------------
 x = rng.standard_normal((2, 3, 6, 5))

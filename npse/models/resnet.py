@@ -25,93 +25,15 @@ from __future__ import annotations
 import numpy
 
 from .. import backend
-from ..nn import (BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, Module, ReLU, SEBlock, Sequential,
-                  init)
-from ..nn.layout import to_channels_last, zeros_like_layout
+from ..fast import FAST, ExecutionPolicy, attach
+from ..nn import (GATES, SQUEEZES, BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, Module, ReLU,
+                  SEBlock, SEBlockNoSqueeze, Sequential, ShortcutA, init)
+from ..nn.layout import to_channels_last
 from ..nn.module import check_array
-from ..nn.se_block import GATES, checked_fixed_gate
 
 SE_VARIANTS = (None, "standard", "pre", "post", "identity", "3x3", "nosqueeze")
 BLOCKS = ("basic", "bottleneck")
-
-
-class ShortcutA(Module):
-    """He et al.'s parameter-free CIFAR shortcut: subsample by the stride, then add zero channels,
-    split evenly before and after.  (N, C_in, H, W) -> (N, C_out, H/stride, W/stride)."""
-
-    def __init__(self, in_channels, out_channels, stride, dtype=None):
-        super().__init__(dtype=dtype)
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.before = (out_channels - in_channels) // 2
-
-    def forward(self, x):
-        sub = x[:, :, ::self.stride, ::self.stride]
-        y = zeros_like_layout(x, (x.shape[0], self.out_channels) + sub.shape[2:])   # stored as x is
-        y[:, self.before:self.before + self.in_channels] = sub
-        self._save(x.shape)
-        return y
-
-    def backward(self, dy):
-        dx = zeros_like_layout(dy, self._take_cache())                           # stored as dy is
-        dx[:, :, ::self.stride, ::self.stride] = dy[:, self.before:self.before + self.in_channels]
-        return dx
-
-    def extra_repr(self):
-        return f"{self.in_channels} -> {self.out_channels}, stride={self.stride}"
-
-
-class SEBlockNoSqueeze(Module):
-    """The NoSqueeze ablation: the SE block without global pooling.
-
-    fc1 and fc2 are 1x1 convolutions (weights (h, C, 1, 1) and (C, h, 1, 1)), so the gate
-    s = gate(fc2(relu(fc1(x)))) has shape (N, C, H, W): one value per position and channel.
-    y = x * s, and dx = dy * s + fc1.backward(relu'(.) * fc2.backward(gate'(.) * dy * x)).
-    ``fix_gate(value)`` works as SEBlock's: a scalar or (C,) value used at every image and position.
-    """
-
-    def __init__(self, channels, reduction=16, excitation="sigmoid", bias=True, dtype=None, rng=None):
-        super().__init__(dtype=dtype)
-        if excitation not in GATES:
-            raise ValueError(f"SEBlockNoSqueeze: excitation must be one of {sorted(GATES)}, got {excitation!r}")
-        self.channels, self.reduction = channels, reduction
-        self.hidden = max(1, channels // reduction)
-        self.excitation = excitation
-        rng = init.as_rng(rng)
-        self.fc1 = Conv2d(channels, self.hidden, 1, bias=bias, dtype=self.dtype, rng=rng)
-        self.relu = ReLU(dtype=self.dtype)
-        self.fc2 = Conv2d(self.hidden, channels, 1, bias=bias, dtype=self.dtype, rng=rng)
-        self.gate = None
-        self.fixed_gate = None
-
-    def fix_gate(self, value) -> None:
-        """Scale by the constant ``value`` (scalar or (C,)) instead of the computed gate; None
-        restores it.  As in SEBlock.fix_gate, fc1 and fc2 are then skipped and get no gradient."""
-        self.fixed_gate = checked_fixed_gate("SEBlockNoSqueeze", value, self.channels)
-
-    def forward(self, x):
-        self._check_input(x, 4, self.channels)
-        if self.fixed_gate is not None:
-            xp = backend.get_array_module(x)
-            s = xp.asarray(self.fixed_gate, dtype=x.dtype).reshape(-1, 1, 1)
-            self.gate = xp.broadcast_to(s, x.shape)
-            self._save((x, self.gate, None))
-            return x * s
-        gate_forward, _ = GATES[self.excitation]
-        s, gate_cache = gate_forward(self.fc2(self.relu(self.fc1(x))))
-        self.gate = s
-        self._save((x, s, gate_cache))
-        return x * s
-
-    def backward(self, dy):
-        x, s, gate_cache = self._take_cache()
-        if gate_cache is None:          # a fixed gate: the output depends on x only through x * s
-            return dy * s
-        _, gate_backward = GATES[self.excitation]
-        du = gate_backward(dy * x, gate_cache)
-        return dy * s + self.fc1.backward(self.relu.backward(self.fc2.backward(du)))
-
-    def extra_repr(self):
-        return f"{self.channels}, reduction={self.reduction}, hidden={self.hidden}, excitation={self.excitation!r}"
+SHORTCUTS = ("A", "B")
 
 
 class _Block(Module):
@@ -252,20 +174,27 @@ class CifarResNet(Module):
             if isinstance(m, Conv2d):
                 m.weight.data = init.kaiming_normal(m.weight.shape, rng, self.dtype, mode="fan_out")
         self.config = dict(c)
-        # How the activations are stored (npse.nn.layout; docs/12-speed.md): None stores them
-        # channels last on NumPy, where that measured faster, and as given on CuPy; True or False
-        # forces one. The numbers are the same either way (the tests compare them).
-        self.channels_last = None
+        self.use_policy(FAST)
 
-    def stores_channels_last(self, x) -> bool:
-        """Whether forward converts the input ``x`` to channels last (see ``self.channels_last``)."""
-        if self.channels_last is None:
-            return backend.get_array_module(x).__name__ == "numpy"
-        return bool(self.channels_last)
+    def use_policy(self, policy: ExecutionPolicy):
+        """Compute from now on as ``policy`` says (npse.fast; docs/12-speed.md): the memory
+        format of the activations and the formulation of every layer. The numbers are the same
+        under every policy (tests/test_formulations.py), and the policy is not part of
+        ``config`` or ``state_dict``. Returns the model."""
+        if not isinstance(policy, ExecutionPolicy):
+            raise TypeError(f"CifarResNet.use_policy: expected an npse.fast.ExecutionPolicy, got "
+                            f"{type(policy).__name__}")
+        object.__setattr__(self, "policy", policy)
+        attach(self, policy)
+        return self
+
+    def to(self, name):
+        super().to(name)
+        return self.use_policy(self.policy)      # fresh workspaces on the new backend
 
     def forward(self, x):
         self._check_input(x, 4, 3)
-        if self.stores_channels_last(x):
+        if self.policy.stores_channels_last(backend.get_array_module(x)):
             x = to_channels_last(x)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
@@ -301,8 +230,8 @@ def cifar_resnet(depth=20, num_classes=10, block="basic", shortcut="A", widths=(
     if not isinstance(depth, int) or depth < per_block + 2 or (depth - 2) % per_block:
         fail(f"depth for block={block!r} must be {per_block}n+2 with n >= 1 "
              f"({'8, 14, 20, 32, 44, 56, 110' if block == 'basic' else '11, 29, 56, 164'}), got {depth!r}")
-    if shortcut not in ("A", "B"):
-        fail(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+    if shortcut not in SHORTCUTS:
+        fail(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
     widths = tuple(widths)
     if len(widths) != 3 or any(not isinstance(w, int) or w < 1 for w in widths):
         fail(f"widths must be three positive ints, got {widths!r}")
@@ -316,8 +245,8 @@ def cifar_resnet(depth=20, num_classes=10, block="basic", shortcut="A", widths=(
         fail(f"num_classes must be a positive int, got {num_classes!r}")
     if not isinstance(se_reduction, int) or se_reduction < 1:
         fail(f"se_reduction must be a positive int, got {se_reduction!r}")
-    if se_squeeze not in ("avg", "max"):
-        fail(f"se_squeeze must be 'avg' or 'max', got {se_squeeze!r}")
+    if se_squeeze not in SQUEEZES:
+        fail(f"se_squeeze must be one of {sorted(SQUEEZES)}, got {se_squeeze!r}")
     if se == "nosqueeze" and se_squeeze != "avg":
         fail(f"se='nosqueeze' has no squeeze, so se_squeeze must stay 'avg', got {se_squeeze!r}")
     if se_excitation not in GATES:

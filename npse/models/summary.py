@@ -9,8 +9,9 @@ from .resnet import SEBlockNoSqueeze
 
 
 def leaf_modules(model):
-    """``[(name, module)]``: modules without children, plus SE blocks taken whole (their forward
-    calls the functions of their fc layers directly, not the fc modules)."""
+    """``[(name, module)]``: modules without children, plus SE blocks taken whole (their own work,
+    the squeeze, gate and scale, runs around their fc children, so the block is the unit a
+    table of layers should time and count)."""
     se = [name for name, m in model.named_modules() if isinstance(m, (SEBlock, SEBlockNoSqueeze))]
     inside_se = tuple(f"{name}." for name in se)
     return [(name, m) for name, m in model.named_modules()

@@ -7,7 +7,7 @@ from .activations import ReLU, Sigmoid, Tanh, relu_backward, relu_forward, sigmo
     sigmoid_forward, tanh_backward, tanh_forward
 from .batchnorm2d import BatchNorm2d, batchnorm2d_backward, batchnorm2d_forward
 from .conv2d import Conv2d, conv2d_backward, conv2d_forward
-from .im2col import col2im, im2col, im2col_per_image
+from .im2col import col2im, im2col
 from .linear import Linear, linear_backward, linear_forward
 from .loss import CrossEntropyLoss, cross_entropy_backward, cross_entropy_forward
 from .module import Flatten, Module, Parameter, Sequential, grad_enabled, no_grad
@@ -15,7 +15,9 @@ from .pooling import (AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d, av
                       avgpool2d_forward, global_avgpool2d_backward, global_avgpool2d_forward,
                       global_maxpool2d_backward, global_maxpool2d_forward, maxpool2d_backward,
                       maxpool2d_forward)
-from .se_block import SEBlock, se_block_backward, se_block_forward
+from .se_block import GATES, SQUEEZES, SEBlock, se_block_backward, se_block_forward
+from .se_no_squeeze import SEBlockNoSqueeze, se_no_squeeze_backward, se_no_squeeze_forward
+from .shortcut import ShortcutA, shortcut_a_backward, shortcut_a_forward
 from . import init
 
 __all__ = [n for n in dir() if not n.startswith("_")]

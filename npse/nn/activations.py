@@ -6,7 +6,7 @@ the same ``dy`` also flows down the shortcut.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .module import Module, check_array, grad_enabled
+from .module import Module, check_array, float_dtype_of, grad_enabled
 
 
 def relu_forward(x):
@@ -50,17 +50,18 @@ def tanh_backward(dy, y):
 
 
 class _Elementwise(Module):
+    """Any shape, float32 or float64 (the input's dtype, whatever the layer's ``dtype``)."""
     _forward = _backward = None
 
     def forward(self, x):
-        check_array(x, type(self).__name__, x.ndim if hasattr(x, "ndim") else -1, self.dtype)
+        check_array(x, type(self).__name__, x.ndim if hasattr(x, "ndim") else -1, float_dtype_of(x))
         y, cache = type(self)._forward(x)
         self._save(cache)
         return y
 
     def backward(self, dy):
         check_array(dy, f"{type(self).__name__}.backward", dy.ndim if hasattr(dy, "ndim") else -1,
-                    self.dtype, what="dy")
+                    float_dtype_of(dy), what="dy")
         return type(self)._backward(dy, self._take_cache())
 
 
@@ -71,7 +72,7 @@ class ReLU(_Elementwise):
     def forward(self, x):
         if grad_enabled():
             return super().forward(x)
-        check_array(x, "ReLU", x.ndim if hasattr(x, "ndim") else -1, self.dtype)
+        check_array(x, "ReLU", x.ndim if hasattr(x, "ndim") else -1, float_dtype_of(x))
         return get_array_module(x).maximum(x, 0, dtype=x.dtype)     # no mask needed: no backward
 
     def kink_signature(self):

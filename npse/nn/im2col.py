@@ -14,7 +14,6 @@ patches receives the sum of their entries): ``<im2col(x), c> == <x, col2im(c)>``
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .layout import from_nhwc, nhwc
 
 
 def pair(v, name: str = "value", layer: str = "layer"):
@@ -75,28 +74,6 @@ def windows(x_padded, kernel, stride, out_size):
     )
 
 
-def _padded_input(x, padding, workspace, channels_last=False):
-    """x (N, C, H, W) zero-padded by ``padding``: a fresh array, or a workspace buffer whose border
-    stays zero; stored channels last (:mod:`~npse.nn.layout`) if asked."""
-    ph, pw = padding
-    if not (ph or pw):
-        return x
-    n, c, h, w = x.shape
-    shape = (n, h + 2 * ph, w + 2 * pw, c) if channels_last else (n, c, h + 2 * ph, w + 2 * pw)
-    if workspace is None:
-        x_padded = get_array_module(x).zeros(shape, dtype=x.dtype)
-    else:
-        # The border of this buffer is zero from its creation and never written. The key names the
-        # padding: the same padded shape with another padding would have old values where this
-        # call expects its zero border.
-        name = f"im2col.padded{'_cl' if channels_last else ''}{ph},{pw}"
-        x_padded = workspace.get(name, shape, x.dtype, x, zeros=True)
-    if channels_last:
-        x_padded = from_nhwc(x_padded)
-    x_padded[:, :, ph:ph + h, pw:pw + w] = x
-    return x_padded
-
-
 def _geometry(who, x_shape, kernel, stride, padding):
     """Checked (kernel, stride, padding, (OH, OW)) pairs for an (N, C, H, W) input, errors naming ``who``."""
     kernel, stride = pair(kernel, "kernel", who), pair(stride, "stride", who)
@@ -104,88 +81,17 @@ def _geometry(who, x_shape, kernel, stride, padding):
     return kernel, stride, padding, check_window(who, x_shape, kernel, stride, padding)
 
 
-def _windows_of(x, kernel, stride, padding, workspace):
-    """The (N, C, KH, KW, OH, OW) windows of ``x`` zero-padded: the view both im2col layouts copy."""
-    kernel, stride, padding, out_size = _geometry("im2col", x.shape, kernel, stride, padding)
-    return windows(_padded_input(x, padding, workspace), kernel, stride, out_size)
-
-
-def _kept_or_new(x, shape, workspace, name):
-    """A fresh array for ``x``'s backend and dtype, or the workspace's buffer ``name``."""
-    xp = get_array_module(x)
-    return xp.empty(shape, dtype=x.dtype) if workspace is None else workspace.get(name, shape, x.dtype, x)
-
-
-def im2col(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
+def im2col(x, kernel, stride=(1, 1), padding=(0, 0)):
     """Patches of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, N*OH*OW).
 
     Row index is (c, ky, kx) in C order, matching ``weight.reshape(O, C*KH*KW)``; column index is
-    (n, oy, ox).  With a :class:`~npse.nn.workspace.Workspace` the padded input and the columns
-    are written into buffers kept from the last call instead of fresh arrays (same values).
+    (n, oy, ox).  The windows are a view of the padded input; one copy lays them out.
     """
-    win = _windows_of(x, kernel, stride, padding, workspace)
+    kernel, stride, padding, out_size = _geometry("im2col", x.shape, kernel, stride, padding)
+    win = windows(pad2d(x, padding), kernel, stride, out_size)      # (N, C, KH, KW, OH, OW)
     n, c, kh, kw, oh, ow = win.shape
-    cols = _kept_or_new(x, (c, kh, kw, n, oh, ow), workspace, "im2col.cols")
-    cols[...] = win.transpose(1, 2, 3, 0, 4, 5)
-    return cols.reshape(c * kh * kw, n * oh * ow)
-
-
-def im2col_per_image(x, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
-    """Patches of ``x`` (N, C, H, W) as one matrix per image: returns (N, C*KH*KW, OH*OW).
-
-    The same numbers as :func:`im2col`, grouped by image: ``im2col_per_image(x)[n]`` equals
-    ``im2col(x)[:, n*OH*OW:(n+1)*OH*OW]``. ``W2 @ cols`` then gives (N, O, OH*OW), which is
-    already the output's (N, O, OH, OW) layout, and the copy reads the windows in their own order.
-    Chapter 12 says when this layout is the faster one.
-    """
-    win = _windows_of(x, kernel, stride, padding, workspace)
-    n, c, kh, kw, oh, ow = win.shape
-    cols = _kept_or_new(x, win.shape, workspace, "im2col.cols_per_image")
-    cols[...] = win
-    return cols.reshape(n, c * kh * kw, oh * ow)
-
-
-def im2col_channels_last(x_nhwc, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
-    """Patches of a channels-last input as *rows*: x_nhwc (N, H, W, C) -> (N*OH*OW, KH*KW*C).
-
-    Row index is the output pixel (n, oy, ox); column index is (ky, kx, c) in C order, matching
-    ``weight.transpose(0, 2, 3, 1).reshape(O, KH*KW*C)``. The product with that matrix's transpose
-    is the output as (N*OH*OW, O): the next layer's channels-last input, with no transpose. The
-    copy reads KW*C neighbouring numbers at a time (a whole row of the window), where the (N, C,
-    H, W) layout reads runs of OW. Chapter 12 measures the difference.
-    """
-    n, h, w, c = x_nhwc.shape
-    kernel, stride, padding, (oh, ow) = _geometry("im2col", (n, c, h, w), kernel, stride, padding)
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    xp = get_array_module(x_nhwc)
-    x_padded = nhwc(_padded_input(from_nhwc(x_nhwc), padding, workspace, channels_last=True))
-    s_n, s_h, s_w, s_c = x_padded.strides
-    win = xp.lib.stride_tricks.as_strided(     # win[n, oy, ox, ky, kx, c] = x_padded[n, oy*SH+ky, ox*SW+kx, c]
-        x_padded, shape=(n, oh, ow, kh, kw, c),
-        strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
-    )
-    cols = _kept_or_new(x_nhwc, win.shape, workspace, "im2col.cols_channels_last")
-    cols[...] = win
-    return cols.reshape(n * oh * ow, kh * kw * c)
-
-
-def col2im_channels_last(rows, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
-    """The adjoint of :func:`im2col_channels_last`: (N*OH*OW, KH*KW*C) -> (N, H, W, C).
-
-    ``x_shape`` is the input's (N, C, H, W). As :func:`col2im`: one strided ``+=`` per (ky, kx).
-    """
-    xp = get_array_module(rows)
-    n, c, h, w = x_shape
-    kernel, stride, padding, (oh, ow) = _geometry("col2im", x_shape, kernel, stride, padding)
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    rows = rows.reshape(n, oh, ow, kh, kw, c)
-    dx_padded = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=rows.dtype)
-    for ky in range(kh):
-        for kx in range(kw):
-            dx_padded[:, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw] += rows[:, :, :, ky, kx]
-    if ph == 0 and pw == 0:
-        return dx_padded
-    return xp.ascontiguousarray(dx_padded[:, ph:ph + h, pw:pw + w])
+    cols = win.transpose(1, 2, 3, 0, 4, 5)                           # (C, KH, KW, N, OH, OW)
+    return cols.reshape(c * kh * kw, n * oh * ow)                    # reshape copies here
 
 
 def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):

@@ -41,12 +41,3 @@ def nhwc(x):
 def from_nhwc(a):
     """A contiguous (N, H, W, C) array as the (N, C, H, W) array it stores (a view)."""
     return a.transpose(0, 3, 1, 2)
-
-
-def zeros_like_layout(x, shape):
-    """Zeros of (N, C, H, W) ``shape``, stored in the same memory format as ``x``."""
-    xp = get_array_module(x)
-    if is_channels_last(x):
-        n, c, h, w = shape
-        return from_nhwc(xp.zeros((n, h, w, c), dtype=x.dtype))
-    return xp.zeros(shape, dtype=x.dtype)

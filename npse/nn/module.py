@@ -133,8 +133,19 @@ class Module:
         if "backward" in cls.__dict__:
             cls.backward = _checks_upstream(cls.__dict__["backward"])
 
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, x, y)`` after every forward pass run through ``module(x)`` (as
+        PyTorch's); returns a handle whose ``remove()`` takes it off. ``npse bench`` records the
+        input each layer receives this way."""
+        hooks = self.__dict__.setdefault("_forward_hooks", {})
+        key = max(hooks, default=-1) + 1
+        hooks[key] = hook
+        return _HookHandle(hooks, key)
+
     def __call__(self, x):
         y = self.forward(x)
+        for hook in list(self.__dict__.get("_forward_hooks", {}).values()):
+            hook(self, x, y)
         # What backward's dy must look like: kept only when a backward can follow.
         self._output = (tuple(y.shape), y.dtype) if _grad_enabled and hasattr(y, "shape") else None
         return y
@@ -280,6 +291,22 @@ def check_array(x, layer: str, ndim: int, dtype=None, channels=None, channel_axi
             f"{layer}: {what} has {x.shape[channel_axis]} channels (axis {channel_axis}, shape "
             f"{tuple(x.shape)}), expected {channels}"
         )
+
+
+class _HookHandle:
+    def __init__(self, hooks, key):
+        self._hooks, self._key = hooks, key
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
+def float_dtype_of(x):
+    """The dtype a parameter-free layer (pooling, activations) computes in: the input's own when
+    it is float32 or float64, as PyTorch's such layers do; float32 otherwise, so that
+    :func:`check_array` names the wrong dtype."""
+    dtype = getattr(x, "dtype", None)
+    return dtype if dtype in (numpy.float32, numpy.float64) else numpy.dtype(numpy.float32)
 
 
 def _checks_upstream(backward):

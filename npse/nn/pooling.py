@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from .im2col import check_window, pad2d, pair, windows
-from .layout import from_nhwc, is_channels_last, nhwc
-from .module import Module, check_array
+from .module import Module, check_array, float_dtype_of, grad_enabled
 
 
 def _pool_args(layer, kernel_size, stride, padding):
@@ -26,14 +25,6 @@ def _pool_args(layer, kernel_size, stride, padding):
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{layer}: padding {padding} must be at most half the kernel {kernel}")
     return kernel, stride, padding
-
-
-def _add_windows(dx_padded, dwin, kernel, stride, out_size):
-    """dx_padded[n, c, oy*SH+ky, ox*SW+kx] += dwin[n, c, ky, kx, oy, ox], one offset at a time."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
-    for ky in range(kh):
-        for kx in range(kw):
-            dx_padded[:, :, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw] += dwin[:, :, ky, kx]
 
 
 def _crop(dx_padded, x_shape, padding):
@@ -105,24 +96,16 @@ def _check_has_pixels(layer, x):
 
 
 def global_avgpool2d_forward(x):
-    """x (N, C, H, W) -> z (N, C), the mean over H and W; the cache is the input's shape and
-    whether it is stored channels last (dx is stored the same way)."""
+    """x (N, C, H, W) -> z (N, C), the mean over H and W; the cache is the input's shape."""
     _check_has_pixels("GlobalAvgPool2d", x)
-    xp = get_array_module(x)
-    n, c, h, w = x.shape
-    if is_channels_last(x):   # a product with a vector of 1/(H*W): one pass over (N, H*W, C)
-        z = xp.full(h * w, 1.0 / (h * w), dtype=x.dtype) @ nhwc(x).reshape(n, h * w, c)
-        return z, (x.shape, True)
-    return x.mean(axis=(2, 3), dtype=x.dtype), (x.shape, False)
+    return x.mean(axis=(2, 3), dtype=x.dtype), x.shape
 
 
-def global_avgpool2d_backward(dz, cache):
+def global_avgpool2d_backward(dz, x_shape):
     """dz (N, C) -> dx (N, C, H, W) = dz / (H*W) broadcast over every pixel."""
     xp = get_array_module(dz)
-    (n, c, h, w), channels_last = cache
-    if channels_last:
-        return from_nhwc(xp.broadcast_to((dz / (h * w))[:, None, None, :], (n, h, w, c)).copy())
-    return xp.broadcast_to((dz / (h * w))[:, :, None, None], (n, c, h, w)).copy()
+    n, c, h, w = x_shape
+    return xp.broadcast_to((dz / (h * w))[:, :, None, None], x_shape).copy()
 
 
 def global_maxpool2d_forward(x):
@@ -157,13 +140,13 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride, self.padding = _pool_args("MaxPool2d", kernel_size, stride, padding)
 
     def forward(self, x):
-        self._check_input(x, 4)
+        check_array(x, "MaxPool2d", 4, float_dtype_of(x))
         y, cache = maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
         self._save(cache)
         return y
 
     def backward(self, dy):
-        check_array(dy, "MaxPool2d.backward", 4, self.dtype, what="dy")
+        check_array(dy, "MaxPool2d.backward", 4, float_dtype_of(dy), what="dy")
         return maxpool2d_backward(dy, self._take_cache())
 
     def kink_signature(self):
@@ -184,13 +167,13 @@ class AvgPool2d(Module):
         self.kernel_size, self.stride, self.padding = _pool_args("AvgPool2d", kernel_size, stride, padding)
 
     def forward(self, x):
-        self._check_input(x, 4)
+        check_array(x, "AvgPool2d", 4, float_dtype_of(x))
         y, cache = avgpool2d_forward(x, self.kernel_size, self.stride, self.padding)
         self._save(cache)
         return y
 
     def backward(self, dy):
-        check_array(dy, "AvgPool2d.backward", 4, self.dtype, what="dy")
+        check_array(dy, "AvgPool2d.backward", 4, float_dtype_of(dy), what="dy")
         return avgpool2d_backward(dy, self._take_cache())
 
     def extra_repr(self):
@@ -198,30 +181,42 @@ class AvgPool2d(Module):
 
 
 class GlobalAvgPool2d(Module):
-    """Mean over the spatial axes: (N, C, H, W) -> (N, C). The SE block's standard squeeze."""
+    """Mean over the spatial axes: (N, C, H, W) -> (N, C). The SE block's standard squeeze.
+
+    ``formulation``: a faster pair set by a model's execution policy (npse.fast), or None.
+    """
+
+    def __init__(self, dtype=None):
+        super().__init__(dtype=dtype)
+        self.formulation = None
 
     def forward(self, x):
-        self._check_input(x, 4)
-        z, cache = global_avgpool2d_forward(x)
-        self._save(cache)
+        check_array(x, "GlobalAvgPool2d", 4, float_dtype_of(x))
+        route = self.formulation
+        if route is None:
+            z, cache = global_avgpool2d_forward(x)
+        else:
+            z, cache = route.forward(x, keep=grad_enabled())
+        self._save((route, cache))
         return z
 
     def backward(self, dz):
-        check_array(dz, "GlobalAvgPool2d.backward", 2, self.dtype, what="dz")
-        return global_avgpool2d_backward(dz, self._take_cache())
+        check_array(dz, "GlobalAvgPool2d.backward", 2, float_dtype_of(dz), what="dz")
+        route, cache = self._take_cache()
+        return (global_avgpool2d_backward if route is None else route.backward)(dz, cache)
 
 
 class GlobalMaxPool2d(Module):
     """Maximum over the spatial axes: (N, C, H, W) -> (N, C); ties go to the first maximum."""
 
     def forward(self, x):
-        self._check_input(x, 4)
+        check_array(x, "GlobalMaxPool2d", 4, float_dtype_of(x))
         z, cache = global_maxpool2d_forward(x)
         self._save(cache)
         return z
 
     def backward(self, dz):
-        check_array(dz, "GlobalMaxPool2d.backward", 2, self.dtype, what="dz")
+        check_array(dz, "GlobalMaxPool2d.backward", 2, float_dtype_of(dz), what="dz")
         return global_maxpool2d_backward(dz, self._take_cache())
 
     def kink_signature(self):

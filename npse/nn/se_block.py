@@ -21,7 +21,6 @@ import numpy
 from ..backend import get_array_module, to_host
 from . import activations, linear, pooling
 from .init import as_rng
-from .layout import is_channels_last, nhwc
 from .linear import Linear
 from .module import Module, check_array
 
@@ -42,18 +41,15 @@ def _choice(layer, name, value, options):
     return options[value]
 
 
-def spatial_dot(a, b):
-    """sum over H and W of a * b, both (N, C, H, W) -> (N, C), without making the product array:
-    one dot product per (n, c) row of the (N*C, H*W) views.  Equals ``(a * b).sum(axis=(2, 3))``.
-    If ``a`` is stored channels last, the sums run down the columns of (N, H*W, C) views instead."""
-    xp = get_array_module(a, b)
-    n, c, h, w = a.shape
-    if is_channels_last(a):
-        a3, b3 = nhwc(a).reshape(n, h * w, c), nhwc(b).reshape(n, h * w, c)
-        return xp.einsum("npc,npc->nc", a3, b3)
-    a2, b2 = a.reshape(n * c, h * w), b.reshape(n * c, h * w)
-    rows = xp.vecdot(a2, b2) if hasattr(xp, "vecdot") else xp.einsum("ij,ij->i", a2, b2)
-    return rows.reshape(n, c)
+def channel_scale_forward(x, s):
+    """The block's last step: x (N, C, H, W), s (N, C) -> y = x * s[:, :, None, None], cache."""
+    return x * s[:, :, None, None], (x, s)
+
+
+def channel_scale_backward(dy, cache):
+    """dy (N, C, H, W) -> dx = dy * s (the direct path of x) and ds = sum over H, W of dy * x (N, C)."""
+    x, s = cache
+    return dy * s[:, :, None, None], (dy * x).sum(axis=(2, 3))
 
 
 def se_block_forward(x, w1, b1, w2, b2, squeeze="avg", excitation="sigmoid"):
@@ -65,23 +61,21 @@ def se_block_forward(x, w1, b1, w2, b2, squeeze="avg", excitation="sigmoid"):
     r, relu_mask = activations.relu_forward(a)
     u, fc2_cache = linear.linear_forward(r, w2, b2)
     s, gate_cache = gate_fwd(u)
-    y = x * s[:, :, None, None]
-    cache = dict(x=x, gate=s, squeeze=squeeze, excitation=excitation, squeeze_cache=squeeze_cache,
+    y, scale_cache = channel_scale_forward(x, s)
+    cache = dict(scale_cache=scale_cache, gate=s, squeeze=squeeze, excitation=excitation, squeeze_cache=squeeze_cache,
                  fc1_cache=fc1_cache, relu_mask=relu_mask, fc2_cache=fc2_cache, gate_cache=gate_cache)
     return y, cache
 
 
 def se_block_backward(dy, cache):
     """dy (N, C, H, W) -> dx, dw1, db1, dw2, db2 (db* None when the block has no biases)."""
-    x, s = cache["x"], cache["gate"]
     _, squeeze_bwd = SQUEEZES[cache["squeeze"]]
     _, gate_bwd = GATES[cache["excitation"]]
-    ds = spatial_dot(dy, x)                                           # (N, C)
+    dx, ds = channel_scale_backward(dy, cache["scale_cache"])        # (N, C, H, W), (N, C)
     du = gate_bwd(ds, cache["gate_cache"])
     dr, dw2, db2 = linear.linear_backward(du, cache["fc2_cache"])
     da = activations.relu_backward(dr, cache["relu_mask"])
     dz, dw1, db1 = linear.linear_backward(da, cache["fc1_cache"])
-    dx = dy * s[:, :, None, None]
     dx += squeeze_bwd(dz, cache["squeeze_cache"])
     return dx, dw1, db1, dw2, db2
 
@@ -97,6 +91,12 @@ class SEBlock(Module):
     ``fix_gate(value)`` replaces s by a constant (a scalar or a (C,) array, the same for every
     image) in later forward passes until ``fix_gate(None)``: the test-time probe of
     docs/14-role-of-excitation.md.  ``.fixed_gate`` is the value in force (None: the computed gate).
+
+    The module runs its children ``fc1`` and ``fc2`` (which accumulate their own gradients) around
+    the squeeze, ReLU, gate and scale functions; :func:`se_block_forward` / :func:`se_block_backward`
+    are the same block as one pair of functions, which the tests compare it with.
+    ``formulation``: faster squeeze and scale functions set by a model's execution policy
+    (npse.fast), or None for the reference ones here.
     """
 
     def __init__(self, channels, reduction=16, squeeze="avg", excitation="sigmoid", bias=True,
@@ -116,6 +116,7 @@ class SEBlock(Module):
         self.fc2 = Linear(self.hidden, channels, bias=bias, dtype=self.dtype, rng=rng)
         self.gate = None
         self.fixed_gate = None
+        self.formulation = None
 
     def fix_gate(self, value) -> None:
         """From the next forward pass on, scale every image's channels by ``value`` instead of the
@@ -135,12 +136,18 @@ class SEBlock(Module):
             self.gate = s
             self._save(dict(fixed_gate=s))
             return x * s[:, :, None, None]
-        b1 = self.fc1.bias.data if self.fc1.bias else None
-        b2 = self.fc2.bias.data if self.fc2.bias else None
-        y, cache = se_block_forward(x, self.fc1.weight.data, b1, self.fc2.weight.data, b2,
-                                    self.squeeze, self.excitation)
-        self.gate = cache["gate"]
-        self._save(cache)
+        route = self.formulation
+        squeeze_fwd, _ = SQUEEZES[self.squeeze] if route is None else route.squeeze(self.squeeze)
+        scale_fwd = channel_scale_forward if route is None else route.scale_forward
+        gate_fwd, _ = GATES[self.excitation]
+        z, squeeze_cache = squeeze_fwd(x)                             # (N, C)
+        r, relu_mask = activations.relu_forward(self.fc1(z))         # (N, h)
+        s, gate_cache = gate_fwd(self.fc2(r))                         # (N, C)
+        y, scale_cache = scale_fwd(x, s)
+        self.gate = s
+        self._save(dict(route=route, gate=s, squeeze=self.squeeze, excitation=self.excitation,
+                        squeeze_cache=squeeze_cache, relu_mask=relu_mask, gate_cache=gate_cache,
+                        scale_cache=scale_cache))
         return y
 
     def backward(self, dy):
@@ -148,13 +155,14 @@ class SEBlock(Module):
         cache = self._take_cache()
         if "fixed_gate" in cache:
             return dy * cache["fixed_gate"][:, :, None, None]
-        dx, dw1, db1, dw2, db2 = se_block_backward(dy, cache)
-        self.fc1.weight.grad += dw1
-        self.fc2.weight.grad += dw2
-        if db1 is not None:
-            self.fc1.bias.grad += db1
-        if db2 is not None:
-            self.fc2.bias.grad += db2
+        route = cache["route"]
+        _, squeeze_bwd = SQUEEZES[self.squeeze] if route is None else route.squeeze(self.squeeze)
+        scale_bwd = channel_scale_backward if route is None else route.scale_backward
+        _, gate_bwd = GATES[self.excitation]
+        dx, ds = scale_bwd(dy, cache["scale_cache"])
+        dr = self.fc2.backward(gate_bwd(ds, cache["gate_cache"]))
+        dz = self.fc1.backward(activations.relu_backward(dr, cache["relu_mask"]))
+        dx += squeeze_bwd(dz, cache["squeeze_cache"])
         return dx
 
     def kink_signature(self):

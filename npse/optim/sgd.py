@@ -75,11 +75,14 @@ class SGD:
         weight_decay: L2 coefficient ``wd`` added to the gradient as ``wd * p``.
         decay_filter: ``decay_filter(name, param) -> bool``, which parameters get weight decay
             (None: all). :func:`skip_bn_and_bias` is the usual choice.
+        fused: on CuPy, one fused kernel per parameter instead of six array expressions (the
+            same numbers; an execution policy's ``fused``, docs/12-speed.md). NumPy ignores it.
     """
 
     def __init__(self, named_params, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 decay_filter=None):
+                 decay_filter=None, fused=True):
         self.params = _named(named_params)
+        self.fused = bool(fused)
         self.lr = lr
         self.momentum = _check_nonneg("momentum", momentum)
         if self.momentum >= 1.0:
@@ -130,7 +133,7 @@ class SGD:
         lr, mom = self.lr, self.momentum
         for i, (name, p) in enumerate(self.params):
             xp = backend.get_array_module(p.data, p.grad)
-            if mom != 0.0 and backend.use_fused(xp):
+            if mom != 0.0 and self.fused and xp.__name__ == "cupy":
                 self._step_fused(i, p, xp)
                 continue
             g = self._work[i] = self._scratch(self._work[i], p.data)

@@ -1,0 +1,93 @@
+"""Tutorial 12: the fast formulations beside the reference, and the policy that picks them
+(chapter: docs/12-speed.md).
+
+Run:  python tutorials/12_speed.py
+"""
+import time
+
+import numpy as np
+
+from npse import models, nn
+from npse.fast import FAST, FORMULATIONS, REFERENCE, SharedWorkspaces, patches
+from npse.fast.batchnorm2d import BatchNorm2dFormulations
+from npse.fast.conv2d import Conv2dFormulations
+from npse.fast.reductions import channel_sum
+from npse.gradcheck import relative_error
+from npse.nn.layout import is_channels_last, nhwc, to_channels_last
+
+rng = np.random.default_rng(0)
+
+# --- 1. One policy says how; the layers say what ---------------------------------------------------
+print(FAST.describe())
+print(REFERENCE.describe())
+model = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8), se_reduction=2, dtype="float64")
+x = rng.standard_normal((2, 3, 8, 8))
+fast_logits = model(x)
+reference_logits = model.use_policy(REFERENCE)(x)
+print("\nsame model, fast policy vs reference policy: relative difference of the logits",
+      f"{relative_error(fast_logits, reference_logits):.1e}")
+assert relative_error(fast_logits, reference_logits) <= 1e-12
+assert "policy" not in model.config and not any("policy" in k for k in model.state_dict())
+
+# --- 2. The convolution: four orders of the same products ------------------------------------------
+x = rng.standard_normal((2, 3, 5, 5))
+w = rng.standard_normal((4, 3, 3, 3))
+y_ref, cache_ref = nn.conv2d_forward(x, w, None, 1, 1)              # one im2col product, the reference
+dy = rng.standard_normal(y_ref.shape)
+dx_ref, dw_ref, _ = nn.conv2d_backward(dy, cache_ref)
+print("\nreference: im2col", nn.im2col(x, (3, 3), padding=(1, 1)).shape, "-> y", y_ref.shape)
+# One patch matrix per image: W2 @ cols[n] is image n's output, already in (N, O, OH*OW) order.
+grouped = patches.columns_per_image(x, (3, 3), padding=(1, 1))
+print("columns per image", grouped.shape, "| image 1 holds im2col's columns 25..49:",
+      np.array_equal(grouped[1], nn.im2col(x, (3, 3), padding=(1, 1))[:, 25:50]))
+assert grouped.shape == (2, 27, 25)
+# Stored channels last, the same values make one patch *row* per output pixel.
+x_cl = to_channels_last(x)
+rows = patches.patch_rows(nhwc(x_cl), (3, 3), padding=(1, 1))
+print("same values:", np.array_equal(x_cl, x), "| stored channels last:", is_channels_last(x_cl),
+      "| patch rows", rows.shape)
+assert rows.shape == (50, 27) and is_channels_last(x_cl)
+for layout in ("batch", "per_image", "patch_rows", "kernel_rows"):
+    for route in ("convolution", "col2im"):
+        conv = Conv2dFormulations(FAST.replace(input_gradient=route), SharedWorkspaces(), layout=layout)
+        y, cache = conv.forward(x_cl if layout in ("patch_rows", "kernel_rows") else x, w, None, 1, 1)
+        dx, dw, _ = conv.backward(dy, cache)
+        err = max(relative_error(y, y_ref), relative_error(dx, dx_ref), relative_error(dw, dw_ref))
+        print(f"  {layout:<12} dx by {route:<12} y stored channels last: {is_channels_last(y)!s:<5}"
+              f"  largest relative difference from the reference {err:.1e}")
+        assert err <= 1e-12
+
+# --- 3. BatchNorm: sums as products, folded factors ------------------------------------------------
+x = rng.standard_normal((4, 3, 6, 6)) * 2 + 1
+print("\nchannel_sum (a matrix-vector product) vs x.sum(axis=(0, 2, 3)):",
+      f"{relative_error(channel_sum(x), x.sum(axis=(0, 2, 3))):.1e}")
+bn_fast = BatchNorm2dFormulations(FAST)
+args = (np.ones(3), np.zeros(3))
+for stored in (x, to_channels_last(x)):
+    y_ref, cache = nn.batchnorm2d_forward(x, *args, np.zeros(3), np.ones(3))
+    y, fast_cache = bn_fast.forward(stored, *args, np.zeros(3), np.ones(3))
+    dy = rng.standard_normal(x.shape)
+    grads_ref, grads = nn.batchnorm2d_backward(dy, cache), bn_fast.backward(dy, fast_cache)
+    err = max(relative_error(a, b) for a, b in zip((y,) + grads, (y_ref,) + grads_ref))
+    print(f"  fast BatchNorm on x stored {'channels last' if is_channels_last(stored) else 'contiguous'}:"
+          f" largest relative difference from the reference {err:.1e}")
+    assert err <= 1e-12
+
+# --- 4. Every registered formulation is checked by one suite ------------------------------------------
+print("\nregistered formulations (tests/test_formulations.py runs each against its reference):")
+for f in FORMULATIONS:
+    print(f"  {f.layer.__name__:<16} {f.name}{'   (the one a policy puts in place)' if f.chosen else ''}")
+assert {f.layer for f in FORMULATIONS} == {nn.Conv2d, nn.BatchNorm2d, nn.GlobalAvgPool2d, nn.SEBlock}
+
+# --- 5. What it buys (one look; npse bench measures properly) -----------------------------------------
+model = models.se_resnet20(seed=0)
+x = rng.standard_normal((32, 3, 32, 32)).astype(np.float32)
+for policy in (REFERENCE, FAST):
+    model.use_policy(policy)
+    model.eval()
+    with nn.no_grad():
+        model(x)                                       # warm-up: buffers, caches
+        start = time.perf_counter()
+        model(x)
+    print(f"SE-ResNet-20, evaluation of 32 images under {policy.name!r}: "
+          f"{1000 * (time.perf_counter() - start):.0f} ms (one run on this machine; not asserted)")
