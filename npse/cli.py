@@ -9,13 +9,15 @@ Exit status: 0 success, 1 error, 2 bad command line, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shlex
 import sys
 from pathlib import Path
 
 from . import train as T
+from .backend import BACKENDS
+from .models.resnet import SHORTCUTS
+from .nn import GATES, SQUEEZES
 
 PROG = "npse"
 
@@ -111,7 +113,7 @@ def _add_train(sub):
                         "metrics.jsonl, config.json, curves.png) and nothing else")
     g.add_argument("--quiet", action="store_true", default=None,
                    help="no progress bar (the one-line epoch summaries are still printed)")
-    g.add_argument("--backend", choices=("numpy", "cupy"),
+    g.add_argument("--backend", choices=BACKENDS,
                    help=f"array backend (default: {D.backend}); cupy needs CuPy and a GPU")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=T.DATASETS, help=f"default: {D.dataset}")
@@ -154,13 +156,13 @@ def _add_train(sub):
     g.add_argument("--depth", type=_positive_int, help="override the depth the name implies")
     g.add_argument("--widths", type=_int_list, metavar="W1,W2,W3",
                    help="channels of the three stages (default 16,32,64); 4,8,8 makes a toy")
-    g.add_argument("--shortcut", choices=("A", "B"),
+    g.add_argument("--shortcut", choices=SHORTCUTS,
                    help="A: zero-padding identity (default), B: 1x1 projection")
     g.add_argument("--se", choices=T.SE_CHOICES,
                    help="SE variant (default: what the model name implies)")
     g.add_argument("--se-reduction", type=_positive_int, help="SE reduction ratio r (default 16)")
-    g.add_argument("--se-squeeze", choices=("avg", "max"), help="default: avg")
-    g.add_argument("--se-excitation", choices=("sigmoid", "tanh", "relu"),
+    g.add_argument("--se-squeeze", choices=tuple(SQUEEZES), help="default: avg")
+    g.add_argument("--se-excitation", choices=tuple(GATES),
                    help="default: sigmoid")
     g.add_argument("--se-stages", type=_int_list, metavar="1,2,3",
                    help="stages that get SE blocks (default: 1,2,3)")
@@ -217,7 +219,7 @@ def _add_evaluate(sub):
                         "~/.cache/npse)")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="fail if the data are missing instead of downloading them")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+    p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="array backend (default: numpy)")
     p.add_argument("--batch-size", type=_positive_int, default=250, help="default: 250")
     p.set_defaults(func=_run_evaluate)
@@ -289,19 +291,9 @@ def _add_excitation(sub):
 # ----------------------------------------------------------------------------- npse bench
 
 def _add_bench(sub):
-    help_text = "time forward and backward passes"
-    try:
-        bench = importlib.import_module("npse.bench")
-    except ImportError as e:
-        reason = "" if getattr(e, "name", None) == "npse.bench" else f" ({e})"
-        # A stub that takes any arguments, --help included (no character starts an option),
-        # so that whatever the user typed, the message below is what they see.
-        p = sub.add_parser("bench", help=help_text, add_help=False, prefix_chars="\0")
-        p.add_argument("rest", nargs="*")
-        p.set_defaults(func=lambda args: _fail(f"npse bench is not available in this "
-                                               f"version{reason}"))
-        return
-    p = sub.add_parser("bench", help=help_text, description="Benchmarks (see npse.bench).")
+    from . import bench
+    p = sub.add_parser("bench", help="time forward and backward passes",
+                       description="Benchmarks (see npse.bench).")
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
 

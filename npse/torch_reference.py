@@ -12,14 +12,6 @@ recipe and data pipeline, to recompute the PyTorch reference accuracies on any c
 from __future__ import annotations
 
 
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def build_torch_model(config):
     """A torch.nn.Module with the architecture of ``npse.models.from_config(config)``."""
     import torch

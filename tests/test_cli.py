@@ -247,9 +247,4 @@ def test_plot_draws_curves(tmp_path, data_args, capsys):
 
 
 def test_bench_is_registered(capsys):
-    if importlib.util.find_spec("npse.bench") is None:
-        rc, _, err = run_cli(capsys, "bench", "--iterations", "3")
-        assert_one_line_error(rc, err)
-        assert "npse bench is not available in this version" in err
-    else:
-        assert run_cli(capsys, "bench", "--help")[0] == 0
+    assert run_cli(capsys, "bench", "--help")[0] == 0
