@@ -139,8 +139,7 @@ def reuse_freed_memory() -> bool:
 
     A training step frees and re-allocates many arrays of the same large sizes. By default glibc
     returns such blocks to the operating system and gets fresh pages next time, and touching a
-    fresh page costs a page fault: measured here, a step ran ~15% faster (and its first step 3x
-    faster) with this setting. It changes the process's allocator, so only npse's command-line
+    fresh page costs a page fault (docs/12-speed.md measures what this setting saves). It changes the process's allocator, so only npse's command-line
     tools call it; a library user may call it too. Returns False where it does not apply
     (not Linux with glibc).
     """

@@ -1,7 +1,8 @@
 """Reusable scratch buffers.
 
-Allocating a fresh 40-75 MB array costs more than filling it on this kind of machine (every new
-page faults), and a training step would allocate the same big im2col matrices again and again.
+Allocating a fresh array of tens of megabytes can cost more than filling it (every new page
+faults; docs/12-speed.md measures it), and a training step would allocate the same big patch
+matrices again and again.
 A ``Workspace`` hands out the same array each time it is asked for the same (name, shape, dtype).
 Only *internal* temporaries live here: an array returned to the caller must never be a
 workspace buffer, since the next call would overwrite it.
