@@ -40,15 +40,8 @@ def summary_rows(model: Module, input_shape=(1, 3, 32, 32)) -> list:
     """
     records = {}
     leaves = leaf_modules(model)
-    originals = {}
-    for name, m in leaves:
-        originals[name] = m.forward
-
-        def recording(x, _m=m, _name=name):
-            y = originals[_name](x)
-            records.setdefault(_name, y.shape)
-            return y
-        object.__setattr__(m, "forward", recording)
+    handles = [m.register_forward_hook(lambda m, x, y, _name=name: records.setdefault(_name, y.shape))
+               for name, m in leaves]
     try:
         xp = backend.module()
         was_training = model.training
@@ -57,8 +50,8 @@ def summary_rows(model: Module, input_shape=(1, 3, 32, 32)) -> list:
             model(xp.zeros(input_shape, dtype=model.dtype))
         model.train(was_training)
     finally:
-        for name, m in leaves:
-            object.__delattr__(m, "forward")
+        for handle in handles:
+            handle.remove()
     rows = []
     for name, m in leaves:
         shape = records.get(name)
