@@ -159,7 +159,7 @@ def _batch_columns(dy, workspace):
 
 def _forward_batch(x, weight, stride, padding, out_size, workspace, scratch):
     xp = get_array_module(x)
-    n, (o, c, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
+    n, (o, _, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
     cols = P.columns(x, (kh, kw), stride, padding, workspace)                  # (C*KH*KW, N*OH*OW)
     w2 = xp.ascontiguousarray(weight).reshape(o, -1)
     y2 = xp.matmul(w2, cols, out=P.buffer(workspace, "conv.y2", (o, cols.shape[1]), x))
@@ -170,14 +170,14 @@ def _forward_batch(x, weight, stride, padding, out_size, workspace, scratch):
 
 def _forward_per_image(x, weight, stride, padding, out_size, workspace, scratch):
     xp = get_array_module(x)
-    n, (o, c, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
+    n, (o, _, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
     cols = P.columns_per_image(x, (kh, kw), stride, padding, workspace)        # (N, C*KH*KW, OH*OW)
     y = xp.matmul(xp.ascontiguousarray(weight).reshape(o, -1), cols)          # (N, O, OH*OW)
     return y.reshape(n, o, oh, ow), cols
 
 
 def _forward_patch_rows(x, weight, stride, padding, out_size, workspace, scratch):
-    n, (o, c, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
+    n, (o, _, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
     rows = P.patch_rows(nhwc(x), (kh, kw), stride, padding, workspace)         # (N*OH*OW, KH*KW*C)
     y = rows @ _weight_rows(weight).T                                           # (N*OH*OW, O)
     return from_nhwc(y.reshape(n, oh, ow, o)), rows
