@@ -92,15 +92,18 @@ def _step_peak(model, batch: int, image_shape, training: bool) -> int:
             tracemalloc.stop()
 
 
-def estimate_memory(model_config: dict, image_shape) -> dict:
+def estimate_memory(model_config: dict, image_shape, policy=None) -> dict:
     """A linear model of the memory one step needs, from steps measured at batch 2 and 4 on a
     fresh copy of the model (a fraction of a second): for ``"train"`` and ``"eval"``, the pair
     ``(fixed, per_image)`` in bytes. Activations grow in proportion to the batch: for
-    SE-ResNet-20 on NumPy the prediction for batch 128 was within 1% of the measured peak."""
+    SE-ResNet-20 on NumPy the prediction for batch 128 was within 1% of the measured peak.
+    ``policy``: the run's execution policy (default: the models' own, npse.fast.FAST)."""
     from .models import from_config   # late: npse's command line must start without it
 
     probe = from_config(model_config)      # built as train() builds the run's model
     probe.to(backend.get_backend())
+    if policy is not None:
+        probe.use_policy(policy)
     model = {}
     for name, training in (("train", True), ("eval", False)):
         p2, p4 = (_step_peak(probe, b, image_shape, training) for b in (2, 4))
@@ -111,14 +114,14 @@ def estimate_memory(model_config: dict, image_shape) -> dict:
 
 
 def check_memory(model_config: dict, image_shape, batch_size: int, n_train: int,
-                 eval_batch_size: int, n_test: int) -> None:
+                 eval_batch_size: int, n_test: int, policy=None) -> None:
     """Refuse (MemoryError) batch sizes whose training step or evaluation pass cannot fit in the
     available memory, with the estimate and the largest batch size that would fit. A batch size
     larger than its data set (``n_train``, ``n_test`` images) means the whole set at once."""
     free = available_memory()
     if free is None:
         return
-    estimate = estimate_memory(model_config, image_shape)
+    estimate = estimate_memory(model_config, image_shape, policy)
     # The optimiser's momentum buffer and two work arrays per parameter come on top.
     itemsize = numpy.dtype(model_config.get("dtype", "float32")).itemsize
     optimiser = 3 * parameter_bound(model_config) * itemsize

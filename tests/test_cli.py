@@ -86,20 +86,21 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path, data_args, ca
                                                          monkeypatch):
     assert run_cli(capsys, "train", *TOY, *data_args, "--out", tmp_path / "a")[0] == 0
 
-    real_save = T.save_checkpoint
+    from npse import rundir
+    real_save = rundir.save_checkpoint
 
     def save_then_ctrl_c(*args, **kw):  # Ctrl-C right after the first checkpoint
         real_save(*args, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(T, "save_checkpoint", save_then_ctrl_c)
+    monkeypatch.setattr(rundir, "save_checkpoint", save_then_ctrl_c)
     out = tmp_path / "b"
     rc, _, err = run_cli(capsys, "train", *TOY, *data_args, "--out", out)
     assert rc == 130
     assert f"interrupted; resume with: npse train --out {out} --resume" in err
     _, meta = load_checkpoint(out / "checkpoint.npz")  # intact and readable
     assert meta["epoch"] == 1
-    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", real_save)
 
     # Options on resume: run-time ones may be given, training ones must agree.
     rc, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--lr", "0.3", *data_args)

@@ -209,6 +209,22 @@ def test_checkpoints_written_before_the_policies_still_load(fixture, policy):
         assert relative_error(model(x), logits) <= 1e-12
 
 
+def test_training_prints_its_policy_and_runs_the_same_under_the_reference(tmp_path):
+    """train() logs the policy in force; a short float64 run under REFERENCE ends where the fast
+    one does (losses and accuracies to rounding), through train_step and the epoch loop."""
+    from test_train import tiny, write_cifar10
+    from npse.train import train
+    data = write_cifar10(tmp_path / "data")
+    results = {}
+    for policy in (FAST, REFERENCE):
+        lines = []
+        results[policy.name] = train(tiny(tmp_path, data, policy.name, dtype="float64"),
+                                     log=lines.append, policy=policy)
+        assert policy.describe() in lines
+    for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        assert results["reference"][key] == pytest.approx(results["fast"][key], rel=1e-9), key
+
+
 # --- the policy ------------------------------------------------------------------------------------
 def test_policy_decisions_follow_its_thresholds():
     class CuPyLike:

@@ -482,7 +482,8 @@ def test_out_being_a_file(tmp_path, trained, capsys):
 def test_a_full_disk_says_what_is_intact(tmp_path, trained, capsys, monkeypatch, fail_at,
                                          expected):
     _, data, _, _ = trained
-    real_save, calls = T.save_checkpoint, []
+    from npse import rundir     # it writes the run directory
+    real_save, calls = rundir.save_checkpoint, []
 
     def disk_full(*args, **kw):
         calls.append(1)
@@ -490,14 +491,14 @@ def test_a_full_disk_says_what_is_intact(tmp_path, trained, capsys, monkeypatch,
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(*args, **kw)
 
-    monkeypatch.setattr(T, "save_checkpoint", disk_full)
+    monkeypatch.setattr(rundir, "save_checkpoint", disk_full)
     out = tmp_path / "run"
     rc, _, err = run_cli(capsys, "train", *TOY, *data_args(data), "--out", out)
     assert_one_line_error(rc, err)
     assert "the disk is full" in err and expected in err
     if fail_at == 2:
         assert load_checkpoint(out / "checkpoint.npz")[1]["epoch"] == 1
-        monkeypatch.setattr(T, "save_checkpoint", real_save)
+        monkeypatch.setattr(rundir, "save_checkpoint", real_save)
         rc, stdout, _ = run_cli(capsys, "train", "--out", out, "--resume", *data_args(data))
         assert rc == 0 and "epoch 2/2" in stdout
 
