@@ -3,8 +3,8 @@
 # bench` against PyTorch (cuDNN) in the same process, and the wall time of real training epochs.
 #
 # Needs CuPy, and for the comparison PyTorch, on the machine; no install (npse runs from PYTHONPATH).
-# Real data: copy ../shared/data/cifar10-jpeg.npz and cifar10_unpack.py into .gpu/ (git-ignored)
-# and carry that folder; without it the training epochs are skipped.
+# Real data: put CIFAR-10 in the official binary layout (cifar-10-batches-bin/) under .gpu/
+# (git-ignored) and carry that folder; without it the training epochs are skipped.
 # Logs go to $OUT (the device tool fetches them) or /tmp/npse-gpu.
 set -u
 OUT=${OUT:-/tmp/npse-gpu}

@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..backend import BACKENDS
 from .arms import QUICK, STUDIES, MIN_SEEDS, Protocol, study_arms
 from .report import report
 from .runs import _stop_on_sigterm, plan, run_study
@@ -26,7 +27,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, help="default: 128 (--quick: 50)")
     p.add_argument("--depth", type=int, help="depth of the BasicBlock arms (default: 20; "
                    "--quick: 8); the se3x3 study's Bottleneck arms have depth 29 (--quick: 11)")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy")
     p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 (default: $NPSE_DATA, else "
                    "~/.cache/npse)")
     p.add_argument("--jobs", type=int, default=1, metavar="K", help="K runs at once, each in "
