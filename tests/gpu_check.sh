@@ -3,8 +3,9 @@
 # bench` against PyTorch (cuDNN) in the same process, and the wall time of real training epochs.
 #
 # Needs CuPy, and for the comparison PyTorch, on the machine; no install (npse runs from PYTHONPATH).
-# Real data: put CIFAR-10 in the official binary layout (cifar-10-batches-bin/) under .gpu/
-# (git-ignored) and carry that folder; without it the training epochs are skipped.
+# Real data: carry a git-ignored .gpu/ holding CIFAR-10 in the official binary layout
+# (.gpu/cifar-10-batches-bin/), or a JPEG archive of it (cifar10-jpeg.npz) with the script that
+# unpacks it (cifar10_unpack.py); without either the training epochs are skipped.
 # Logs go to $OUT (the device tool fetches them) or /tmp/npse-gpu.
 set -u
 OUT=${OUT:-/tmp/npse-gpu}
@@ -20,7 +21,9 @@ step environment
 $PY -c "import sys, numpy, cupy; print(sys.version.split()[0], 'numpy', numpy.__version__, 'cupy', cupy.__version__)"
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
 
-if [ -f .gpu/cifar10-jpeg.npz ]; then
+if [ -d .gpu/cifar-10-batches-bin ]; then
+    mkdir -p /tmp/npse_data && cp -r .gpu/cifar-10-batches-bin /tmp/npse_data/
+elif [ -f .gpu/cifar10-jpeg.npz ]; then
     (cd .gpu && $PY cifar10_unpack.py /tmp/npse_data >"$OUT/unpack.log" 2>&1 &)
 fi
 
