@@ -545,6 +545,7 @@ def command(args) -> int:
     data = _load_dataset(config)
     given = [f"npse excitation {args.checkpoint}"] + (["--data-dir DIR"] if args.data_dir else [])
     given += [f"--out {args.out}"] if args.out else []
+    given += [f"--classes {','.join(args.classes)}"] if args.classes else []
     given += [] if args.probe else ["--no-probe"]
     given += [f"--study {args.study}"] if args.study else []
     previous = backend.get_backend()
