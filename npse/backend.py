@@ -1,7 +1,7 @@
 """The array-module shim: one place that decides whether arrays live in NumPy or in CuPy.
 
 Every layer asks this module for its array module (``xp``) instead of importing NumPy, so the same
-code runs on the CPU and on a GPU. Chapter: docs/01-backend.md.
+code runs on the CPU and on a GPU. Chapter: docs/A-backend.md.
 
 The active backend is chosen by the environment variable ``NPSE_BACKEND`` (``numpy``, the default,
 or ``cupy``) and can be switched at run time with :func:`set_backend`.
@@ -139,7 +139,7 @@ def reuse_freed_memory() -> bool:
 
     A training step frees and re-allocates many arrays of the same large sizes. By default glibc
     returns such blocks to the operating system and gets fresh pages next time, and touching a
-    fresh page costs a page fault (docs/12-speed.md measures what this setting saves). It changes the process's allocator, so only npse's command-line
+    fresh page costs a page fault (docs/B-speed.md measures what this setting saves). It changes the process's allocator, so only npse's command-line
     tools call it; a library user may call it too. Returns False where it does not apply
     (not Linux with glibc).
     """

@@ -8,7 +8,7 @@ When PyTorch is installed, the same network runs in PyTorch in the same process 
 number of threads, and the ratios are printed.  Timings are medians over repeats, npse's and
 PyTorch's steps timed in turns (:func:`interleaved_times`); absolute numbers vary between runs on
 shared machines, ratios measured side by side are what to compare.
-Chapter: docs/12-speed.md.
+Chapter: docs/B-speed.md.
 """
 from __future__ import annotations
 

@@ -277,7 +277,7 @@ def _run_plot(args) -> int:
 # ----------------------------------------------------------------------------- npse excitation
 
 def _add_excitation(sub):
-    from . import excitation    # its options live next to the analysis (docs/14-role-of-excitation.md)
+    from . import excitation    # its options live next to the analysis (docs/13-role-of-excitation.md)
     p = sub.add_parser(
         "excitation", help="what the SE gates of a trained network do, per class and depth",
         description="Run the test set through a trained SE network, record every SE block's gates "
@@ -304,7 +304,7 @@ def _add_study(sub):
         "study", help="run one of the paper's ablations (arms x seeds) and tabulate it",
         description="Run a study of the paper's ablations: every arm x seed is an ordinary "
                     "training run in OUT/<arm>/seed-<s>/; finished runs are skipped, interrupted "
-                    "ones resumed. Writes OUT/results.{json,md,png}. See docs/13-studies.md.")
+                    "ones resumed. Writes OUT/results.{json,md,png}. See docs/12-studies.md.")
     study.add_arguments(p)
     p.set_defaults(func=study.main_from_args)
 

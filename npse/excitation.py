@@ -1,4 +1,4 @@
-"""What a trained SE block does: ``npse excitation CHECKPOINT``.  Chapter: docs/14-role-of-excitation.md.
+"""What a trained SE block does: ``npse excitation CHECKPOINT``.  Chapter: docs/13-role-of-excitation.md.
 
 Hu et al. (TPAMI, section 7.2) look at the gates s (N, C) of a trained SE-ResNet per class and per
 depth. This module measures what they describe by eye:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks, as one short run on a lent GPU machine (docs/12-speed.md): the CuPy tests, `npse
+# The GPU checks, as one short run on a lent GPU machine (docs/B-speed.md): the CuPy tests, `npse
 # bench` against PyTorch (cuDNN) in the same process, and the wall time of real training epochs.
 #
 # Needs CuPy, and for the comparison PyTorch, on the machine; no install (npse runs from PYTHONPATH).

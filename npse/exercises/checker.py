@@ -55,7 +55,7 @@ class Property:
 @dataclass
 class Exercise:
     name: str
-    chapter: str                        # e.g. "docs/05-linear.md"
+    chapter: str                        # e.g. "docs/03-linear.md"
     summary: str
     functions: tuple                    # the names the student's file must define
     properties: list = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""Exercise ``conv2d``: col2im and the convolution's backward pass (docs/03-conv2d.md).
+"""Exercise ``conv2d``: col2im and the convolution's backward pass (docs/06-conv2d.md).
 
 The forward pass (im2col and one matrix product) is given in the stub; the student writes
 ``col2im``, the adjoint of im2col, and ``conv2d_backward`` from the cache of that forward pass.
@@ -75,7 +75,7 @@ LAYER = Layer("conv2d_forward", "conv2d_backward", ("x", "weight", "bias"), make
               lambda a, o, dy: conv2d_backward(dy, _reference_forward(a, o)[1]))
 
 EXERCISE = Exercise(
-    "conv2d", "docs/03-conv2d.md",
+    "conv2d", "docs/06-conv2d.md",
     "col2im (the adjoint of im2col) and the convolution's backward pass",
     ("col2im", "conv2d_forward", "conv2d_backward"),
     [Property("col2im matches npse's col2im", cases, col2im_matches),

@@ -1,4 +1,4 @@
-"""Exercise ``linear``: the fully-connected layer's forward and backward (docs/05-linear.md)."""
+"""Exercise ``linear``: the fully-connected layer's forward and backward (docs/03-linear.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,7 +48,7 @@ LAYER = Layer("linear_forward", "linear_backward", ("x", "weight", "bias"), make
               hint)
 
 EXERCISE = Exercise(
-    "linear", "docs/05-linear.md",
+    "linear", "docs/03-linear.md",
     "y = x @ W^T + b and its backward pass: dx, dW, db",
     ("linear_forward", "linear_backward"),
     layer_properties(LAYER, cases),

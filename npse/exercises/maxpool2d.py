@@ -1,4 +1,4 @@
-"""Exercise ``maxpool2d``: max pooling's forward and backward, ties and padding (docs/04-pooling.md)."""
+"""Exercise ``maxpool2d``: max pooling's forward and backward, ties and padding (docs/07-pooling.md)."""
 from __future__ import annotations
 
 import numpy
@@ -54,7 +54,7 @@ LAYER = Layer("maxpool2d_forward", "maxpool2d_backward", ("x",), make,
               lambda a, o, dy: (maxpool2d_backward(dy, _reference(a["x"], o)[1]),))
 
 EXERCISE = Exercise(
-    "maxpool2d", "docs/04-pooling.md",
+    "maxpool2d", "docs/07-pooling.md",
     "max pooling: forward, backward, the tie rule and -inf padding",
     ("maxpool2d_forward", "maxpool2d_backward"),
     layer_properties(LAYER, cases)

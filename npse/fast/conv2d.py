@@ -2,7 +2,7 @@
 
 The reference makes one im2col matrix X (C*KH*KW, N*OH*OW) and computes Y2 = W2 @ X + b,
 dW2 = dY2 @ X^T, dX = W2^T @ dY2, dx = col2im(dX). The same numbers, in other orders
-(docs/12-speed.md measures each):
+(docs/B-speed.md measures each):
 
 * ``batch``: the reference's products, with X and the output kept in workspace buffers.
 * ``per_image``: one product per image, Y[n] = W2 @ X[n] (N, O, OH*OW), already the output's

@@ -1,6 +1,6 @@
 """Fused CuPy kernels for BatchNorm (GPU only).
 
-On the GPU a training step is launch-bound (docs/12-speed.md): written as array expressions, one
+On the GPU a training step is launch-bound (docs/B-speed.md): written as array expressions, one
 BatchNorm layer launches about twenty small kernels forward and as many backward. The functions
 below compute the same numbers in six or seven launches each way, with CuPy kernels whose bodies
 are the formulas of npse/nn/batchnorm2d.py. They run only on CuPy and on contiguous arrays,
@@ -95,7 +95,7 @@ def batchnorm2d_backward(dy, cache):
     t = dy.dtype.type
     dbeta = _channel_reduce("row_sum", dy)
     sum_dy_c = _channel_reduce("row_product_sum", dy, centred)
-    # dx = scale * dy - k1 * (x - mu) - k0, the factors of chapter 12 (zero in evaluation mode)
+    # dx = scale * dy - k1 * (x - mu) - k0, the factors of appendix B (zero in evaluation mode)
     dgamma, scale, k1, k0 = _kernel("backward_factors")(
         dbeta, sum_dy_c, gamma, inv_std, t(1.0 / (n * h * w)), t(1.0 if training else 0.0))
     dx = _kernel("input_grad")(dy, centred, _per_channel(scale), _per_channel(k1),

@@ -2,7 +2,7 @@
 
 The reference, :func:`npse.nn.im2col.im2col`, makes one (C*KH*KW, N*OH*OW) matrix in a fresh
 array. Here the same numbers come in three more arrangements, each the one a faster product
-wants (docs/12-speed.md):
+wants (docs/B-speed.md):
 
 * :func:`columns`: im2col's matrix, into a :class:`~npse.nn.workspace.Workspace` buffer;
 * :func:`columns_per_image`: (N, C*KH*KW, OH*OW), one matrix per image;

@@ -8,7 +8,7 @@ gradient, the fused CuPy kernels, the kept buffers. A model owns one policy
 it. It is never part of a model's config or state_dict: the same weights give the same numbers
 (to rounding) under every policy, which tests/test_formulations.py checks.
 
-Chapter: docs/12-speed.md.
+Chapter: docs/B-speed.md.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A reduction such as ``a.sum(axis=(0, 2, 3))`` walks the array with strides and, on NumPy, on one
 core; the same sum as a matrix-vector product with a vector of ones lets BLAS stream through
-memory once (docs/12-speed.md measures the difference). Each function names the plain
+memory once (docs/B-speed.md measures the difference). Each function names the plain
 expression it equals; tests/test_formulations.py compares them.
 """
 from __future__ import annotations

@@ -177,7 +177,7 @@ class CifarResNet(Module):
         self.use_policy(FAST)
 
     def use_policy(self, policy: ExecutionPolicy):
-        """Compute from now on as ``policy`` says (npse.fast; docs/12-speed.md): the memory
+        """Compute from now on as ``policy`` says (npse.fast; docs/B-speed.md): the memory
         format of the activations and the formulation of every layer. The numbers are the same
         under every policy (tests/test_formulations.py), and the policy is not part of
         ``config`` or ``state_dict``. Returns the model."""

@@ -1,4 +1,4 @@
-"""Element-wise activations: ReLU, Sigmoid, Tanh.  Chapter: docs/06-activations.md.
+"""Element-wise activations: ReLU, Sigmoid, Tanh.  Chapter: docs/04-activations.md.
 
 Each backward returns a new array: ``dy`` is never modified in place, because in a residual network
 the same ``dy`` also flows down the shortcut.

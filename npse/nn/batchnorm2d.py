@@ -14,7 +14,7 @@ evaluation: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta, an 
 This is the reference, the formulas as written. Faster formulations of the same numbers (pixel
 rows of a channels-last input, sums as matrix products, folded factors, fused CuPy kernels) live
 in npse/fast/batchnorm2d.py; a model's execution policy sets ``BatchNorm2d.formulation``
-(docs/12-speed.md), and tests/test_formulations.py checks each against the functions here.
+(docs/B-speed.md), and tests/test_formulations.py checks each against the functions here.
 """
 from __future__ import annotations
 

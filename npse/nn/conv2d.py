@@ -1,6 +1,6 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) by im2col.
 
-Chapter: docs/03-conv2d.md.  Symbols: x (N, C, H, W), weight W (O, C, KH, KW), bias b (O,),
+Chapter: docs/06-conv2d.md.  Symbols: x (N, C, H, W), weight W (O, C, KH, KW), bias b (O,),
 y (N, O, OH, OW), cols X (C*KH*KW, N*OH*OW).
 
     forward:   Y2 = W2 @ X + b            with W2 = W.reshape(O, C*KH*KW), Y2 = y as (O, N*OH*OW)
@@ -10,7 +10,7 @@ y (N, O, OH, OW), cols X (C*KH*KW, N*OH*OW).
 This is the reference: the formulas as they are, one product over the whole batch. Faster
 formulations of the same numbers (one product per image, patch rows of a channels-last input,
 kernel rows, dx as a convolution, kept buffers) live in npse/fast/conv2d.py; a model's execution
-policy sets ``Conv2d.formulation`` to one of them (docs/12-speed.md), and
+policy sets ``Conv2d.formulation`` to one of them (docs/B-speed.md), and
 tests/test_formulations.py checks every one against the functions here.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """im2col and col2im: turning a convolution into one matrix product.
 
-Chapter: docs/03-conv2d.md.
+Chapter: docs/06-conv2d.md.
 
 For an input ``x`` of shape (N, C, H, W), a kernel of KH x KW, stride S and zero padding P, every
 output position (n, oy, ox) looks at a C x KH x KW patch of the padded input. ``im2col`` lays each

@@ -1,6 +1,6 @@
 """Memory format: where the numbers of an (N, C, H, W) array lie in memory.
 
-Chapter: docs/12-speed.md (section "Channels last").
+Chapter: docs/B-speed.md (section "Channels last").
 
 Every layer takes and returns arrays indexed x[n, c, i, j], PyTorch's convention. How those numbers
 are laid out is a separate choice, the one PyTorch calls ``memory_format``:
@@ -12,7 +12,7 @@ are laid out is a separate choice, the one PyTorch calls ``memory_format``:
 Both are the same array to the reader (same shape, same ``x[n, c, i, j]``); NumPy's element-wise
 operations keep the layout of their inputs. Channels last makes a convolution's im2col matrix a
 row per output pixel, copied in runs of KW*C contiguous numbers, and its product with the weights
-gives the next layer's input directly, with no transpose (docs/12-speed.md measures it).
+gives the next layer's input directly, with no transpose (docs/B-speed.md measures it).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fully-connected layer.  Chapter: docs/05-linear.md.
+"""Fully-connected layer.  Chapter: docs/03-linear.md.
 
 Symbols: x (N, I), weight W (O, I) (PyTorch's layout), bias b (O,), y (N, O).
 

@@ -1,4 +1,4 @@
-"""Softmax cross-entropy.  Chapter: docs/07-loss.md.
+"""Softmax cross-entropy.  Chapter: docs/05-loss.md.
 
 Symbols: logits z (N, K), integer targets t (N,), p = softmax(z).
 

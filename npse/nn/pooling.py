@@ -1,6 +1,6 @@
 """Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d.
 
-Chapter: docs/04-pooling.md.  Symbols: x (N, C, H, W), kernel KH x KW, stride SH, SW, padding PH, PW,
+Chapter: docs/07-pooling.md.  Symbols: x (N, C, H, W), kernel KH x KW, stride SH, SW, padding PH, PW,
 y (N, C, OH, OW).  Windows are read through a strided view (no copy); gradients are added back
 with one strided slice per kernel offset, as in col2im, so no scatter-add is needed.
 

@@ -90,7 +90,7 @@ class SEBlock(Module):
 
     ``fix_gate(value)`` replaces s by a constant (a scalar or a (C,) array, the same for every
     image) in later forward passes until ``fix_gate(None)``: the test-time probe of
-    docs/14-role-of-excitation.md.  ``.fixed_gate`` is the value in force (None: the computed gate).
+    docs/13-role-of-excitation.md.  ``.fixed_gate`` is the value in force (None: the computed gate).
 
     The module runs its children ``fc1`` and ``fc2`` (which accumulate their own gradients) around
     the squeeze, ReLU, gate and scale functions; :func:`se_block_forward` / :func:`se_block_backward`

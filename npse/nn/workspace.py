@@ -1,7 +1,7 @@
 """Reusable scratch buffers.
 
 Allocating a fresh array of tens of megabytes can cost more than filling it (every new page
-faults; docs/12-speed.md measures it), and a training step would allocate the same big patch
+faults; docs/B-speed.md measures it), and a training step would allocate the same big patch
 matrices again and again.
 A ``Workspace`` hands out the same array each time it is asked for the same (name, shape, dtype).
 Only *internal* temporaries live here: an array returned to the caller must never be a

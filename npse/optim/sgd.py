@@ -76,7 +76,7 @@ class SGD:
         decay_filter: ``decay_filter(name, param) -> bool``, which parameters get weight decay
             (None: all). :func:`skip_bn_and_bias` is the usual choice.
         fused: on CuPy, one fused kernel per parameter instead of six array expressions (the
-            same numbers; an execution policy's ``fused``, docs/12-speed.md). NumPy ignores it.
+            same numbers; an execution policy's ``fused``, docs/B-speed.md). NumPy ignores it.
     """
 
     def __init__(self, named_params, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,

@@ -1,6 +1,6 @@
 """``npse study NAME``: the paper's ablations, each arm x seed an ordinary ``train()`` run.
 
-Chapter: docs/13-studies.md. The studies follow Hu et al., *Squeeze-and-Excitation Networks*
+Chapter: docs/12-studies.md. The studies follow Hu et al., *Squeeze-and-Excitation Networks*
 (TPAMI version, arXiv:1709.01507 v4, section 6), scaled down to CIFAR ResNets.
 
 A study is a named list of *arms*; an arm is a set of :class:`npse.train.TrainConfig` overrides.

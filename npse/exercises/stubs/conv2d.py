@@ -1,4 +1,4 @@
-"""Exercise: col2im and the convolution's backward pass (chapter docs/03-conv2d.md).
+"""Exercise: col2im and the convolution's backward pass (chapter docs/06-conv2d.md).
 
 The forward pass is written for you: im2col lays every patch out as a column, and the
 convolution is one matrix product. Write col2im (the adjoint of im2col) and conv2d_backward,

@@ -1,4 +1,4 @@
-"""Exercise: the fully-connected layer (chapter docs/05-linear.md).
+"""Exercise: the fully-connected layer (chapter docs/03-linear.md).
 
 Fill in the two functions, then run
 

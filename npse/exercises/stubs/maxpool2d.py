@@ -1,4 +1,4 @@
-"""Exercise: max pooling (chapter docs/04-pooling.md).
+"""Exercise: max pooling (chapter docs/07-pooling.md).
 
 Fill in the two functions, then run
 

@@ -1,6 +1,6 @@
-"""Tutorial 7: softmax cross-entropy (chapter: docs/07-loss.md).
+"""Tutorial 5: softmax cross-entropy (chapter: docs/05-loss.md).
 
-Run:  python tutorials/07_loss.py
+Run:  python tutorials/05_loss.py
 """
 import numpy as np
 

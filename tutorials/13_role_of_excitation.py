@@ -1,4 +1,4 @@
-"""Tutorial 14: the role of excitation (chapter: docs/14-role-of-excitation.md).
+"""Tutorial 13: the role of excitation (chapter: docs/13-role-of-excitation.md).
 
 Works on the SE-ResNet-20 shipped in weights/se_resnet20-10ep/ and on its committed analysis
 (excitation/gates.npz, written by `npse excitation`): checks the file, recomputes the chapter's
@@ -7,7 +7,7 @@ gate API (.gate, fix_gate) on the shipped network, and counts what the last stag
 cost. Where the CIFAR-10 test set is present ($NPSE_DATA or ~/.cache/npse; CI has none), it also
 measures the accuracy again and runs one probe on part of the test set (about a minute).
 
-Run:  python tutorials/14_role_of_excitation.py
+Run:  python tutorials/13_role_of_excitation.py
 """
 import json
 import os

@@ -1,10 +1,10 @@
-"""Tutorial 1: the array-module shim (chapter: docs/01-backend.md).
+"""Tutorial A: the array-module shim (chapter: docs/A-backend.md).
 
 Every layer in npse asks `npse.backend` which array module ("xp") to use instead of importing
 NumPy directly. This script shows how that choice is made, how weights are drawn so that one seed
 gives the same network on NumPy and on CuPy, and which mistakes are refused with a clear error.
 
-Run:  python tutorials/01_backend.py      (CPU only; the CuPy part runs only if a GPU is present)
+Run:  python tutorials/A_backend.py      (CPU only; the CuPy part runs only if a GPU is present)
 """
 import numpy as np
 

@@ -1,6 +1,6 @@
-"""Tutorial 3: im2col, col2im and Conv2d (chapter: docs/03-conv2d.md).
+"""Tutorial 6: im2col, col2im and Conv2d (chapter: docs/06-conv2d.md).
 
-Run:  python tutorials/03_conv2d.py
+Run:  python tutorials/06_conv2d.py
 """
 import numpy as np
 
@@ -66,7 +66,7 @@ print("how many 3x3 patches hold each pixel of a 4x4 image (= col2im(im2col(ones
 assert np.array_equal(counts[0, 0], np.outer([1, 2, 2, 1], [1, 2, 2, 1]))
 
 # (Faster orders of the same products, one per image, patch rows of a channels-last input, kernel
-# rows, are the speed chapter's: tutorials/12_speed.py.)
+# rows, are the speed chapter's: tutorials/B_speed.py.)
 
 # --- 4. Gradient check ----------------------------------------------------------------------------------------
 x = rng.standard_normal((2, 3, 6, 5))

@@ -1,6 +1,6 @@
-"""Tutorial 5: the fully-connected layer (chapter: docs/05-linear.md).
+"""Tutorial 3: the fully-connected layer (chapter: docs/03-linear.md).
 
-Run:  python tutorials/05_linear.py
+Run:  python tutorials/03_linear.py
 """
 import numpy as np
 

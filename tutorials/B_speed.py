@@ -1,7 +1,7 @@
-"""Tutorial 12: the fast formulations beside the reference, and the policy that picks them
-(chapter: docs/12-speed.md).
+"""Tutorial B: the fast formulations beside the reference, and the policy that picks them
+(chapter: docs/B-speed.md).
 
-Run:  python tutorials/12_speed.py
+Run:  python tutorials/B_speed.py
 """
 import time
 

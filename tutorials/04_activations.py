@@ -1,6 +1,6 @@
-"""Tutorial 6: ReLU, Sigmoid, Tanh (chapter: docs/06-activations.md).
+"""Tutorial 4: ReLU, Sigmoid, Tanh (chapter: docs/04-activations.md).
 
-Run:  python tutorials/06_activations.py
+Run:  python tutorials/04_activations.py
 """
 import numpy as np
 

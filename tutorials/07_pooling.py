@@ -1,6 +1,6 @@
-"""Tutorial 4: max, average and global pooling (chapter: docs/04-pooling.md).
+"""Tutorial 7: max, average and global pooling (chapter: docs/07-pooling.md).
 
-Run:  python tutorials/04_pooling.py
+Run:  python tutorials/07_pooling.py
 """
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""Tutorial 13: the paper's studies with `npse study` (chapter: docs/13-studies.md).
+"""Tutorial 12: the paper's studies with `npse study` (chapter: docs/12-studies.md).
 
 Runs the `squeeze` study with the --quick protocol (tiny networks, 500 synthetic images, one
 epoch: seven runs, well under a minute on two cores), then takes its bookkeeping and its
@@ -57,7 +57,7 @@ t = study.t_quantile(0.975, df)
 half = t * s_p * math.sqrt(1 / arm["n"] + 1 / ref["n"])
 print(f"\ns_p = {100 * s_p:.2f} points, t(0.975, {df}) = {t:.3f}, "
       f"half-width for 1 seed vs 3 = {100 * half:.2f} points = {half / s_p:.2f} s_p")
-assert abs(half / s_p - 2.776 * math.sqrt(4 / 3)) < 1e-3      # about 3.2 s_p, as chapter 13 says
+assert abs(half / s_p - 2.776 * math.sqrt(4 / 3)) < 1e-3      # about 3.2 s_p, as chapter 12 says
 d = arm["vs_reference"]
 assert abs(d["d"] - (arm["mean"] - ref["mean"])) < 1e-12
 assert abs((d["high"] - d["low"]) / 2 - half) < 1e-12
