@@ -298,6 +298,8 @@ def _add_bench(sub):
     p.set_defaults(func=bench.run)
 
 
+# ----------------------------------------------------------------------------- npse study
+
 def _add_study(sub):
     from . import study
     p = sub.add_parser(
