@@ -197,10 +197,8 @@ def _spec(job: Job, threads: int, command: str) -> dict:
     config = dataclasses.asdict(job.config)
     if job.state == "interrupted":
         config["resume"] = True
-    elif job.state == "absent" and T.holds_run(job.directory):
+    elif job.state == "absent" and any((job.directory / n).exists() for n in T.OWN_FILES):
         config["overwrite"] = True   # a partial run without a checkpoint starts again
-    elif job.state == "absent" and (job.directory / T.CONFIG).exists():
-        config["overwrite"] = True
     return {"arm": job.arm, "config": config, "threads": threads, "command": command}
 
 
