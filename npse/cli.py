@@ -1,4 +1,4 @@
-"""The ``npse`` command: ``npse train``, ``npse evaluate``, ``npse plot``, ``npse bench``.
+"""The ``npse`` command: ``npse train``, ``evaluate``, ``plot``, ``excitation``, ``bench``, ``study``.
 
 Every error a user can cause (a bad option, missing data, a corrupt checkpoint, an unusable
 backend) ends as one line ``npse: error: ...`` on stderr and a non-zero exit status, never as a
@@ -347,7 +347,8 @@ def main(argv=None) -> int:
     except SystemExit as e:  # --help, or a usage error already printed by _Parser.error
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
     if args.command is None:
-        return _fail("a command is required: train, evaluate, plot or bench (see 'npse --help')")
+        return _fail("a command is required: train, evaluate, plot, excitation, bench or study "
+                     "(see 'npse --help')")
     if args.command in ("train", "evaluate", "bench"):
         from . import backend
         backend.reuse_freed_memory()     # fewer page faults in long runs (see its docstring)

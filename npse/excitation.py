@@ -487,8 +487,8 @@ def analyse(model, meta, data, out, checkpoint, batch_size=250, do_probe=True,
 
 
 def _write_text(path, text):
-    from .train import _write_text_atomic
-    _write_text_atomic(Path(path), text)
+    from .rundir import write_text_atomic
+    write_text_atomic(Path(path), text)
 
 
 def _class_list(text):

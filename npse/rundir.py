@@ -143,7 +143,7 @@ def _check_same_data(out: Path, meta: dict, now: dict) -> None:
         raise ValueError(f"cannot resume {out}: the {', '.join(changed)} differ from the run's "
                          f"(same numbers of images); {hint}")
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write under a temporary name, then rename: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

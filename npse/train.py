@@ -33,7 +33,7 @@ from .rundir import (  # noqa: F401  (re-exported: npse.train.* names them)
     write_epoch, CHECKPOINT, METRICS, CONFIG, CURVES, OWN_FILES, CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION, RUNTIME_FIELDS, default_out, holds_run, _check_out,
     _remove_stale_temporaries, _process_alive, FINGERPRINT_EVERY, _FINGERPRINT_PARTS,
-    data_fingerprint, _check_same_data, _write_text_atomic, _metrics_text, _real, _shown,
+    data_fingerprint, _check_same_data, write_text_atomic, _metrics_text, _real, _shown,
     _check_run_meta, _check_resume_meta, open_run_checkpoint, _optimizer_entries,
     _model_from_run, load_model_for_inference, read_checkpoint_meta, _read_for_resume,
     resume_config, _prepare_out, _write_failed, _kept)
@@ -403,12 +403,12 @@ def _train(config: TrainConfig, out: Path, log, policy) -> dict:
     _prepare_out(out, config)
     # From here on OUT is ours.
     try:
-        _write_text_atomic(out / CONFIG, json.dumps(
+        write_text_atomic(out / CONFIG, json.dumps(
             {"config": config.training_dict(), "model_config": model.config, "mean": mean,
              "std": std, "classes": list(data.classes)}, indent=2) + "\n")
         if meta is not None:
             # The checkpoint is the truth: repair a metrics file that a crash left one line short.
-            _write_text_atomic(out / METRICS, _metrics_text(metrics))
+            write_text_atomic(out / METRICS, _metrics_text(metrics))
     except OSError as e:
         raise _write_failed(e, out / (CONFIG if meta is None else METRICS), out, metrics) from e
 

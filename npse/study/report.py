@@ -5,7 +5,7 @@ import json
 import math
 from pathlib import Path
 
-from .. import train as T
+from ..rundir import write_text_atomic
 from .arms import ARMS, MIN_SEEDS, PRIMARY, QUICK, Arm, Protocol, seeds_for, study_arms
 from .runs import FAILED, RUN_RECORD, STUDY_FORMAT, _write_json, read_protocol, run_dir, run_state
 from .stats import arm_stats, difference, pooled_sd, t_quantile
@@ -186,7 +186,7 @@ def plot(results: dict, path: Path) -> None:
 def write_report(results: dict, out, names: str, log=print) -> None:
     out = Path(out)
     _write_json(out / "results.json", results)
-    T._write_text_atomic(out / "results.md", markdown(results))
+    write_text_atomic(out / "results.md", markdown(results))
     written = ["results.json", "results.md"]
     try:
         plot(results, out / "results.png")

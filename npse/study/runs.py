@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .. import train as T
+from ..rundir import write_text_atomic
 from .arms import ARMS, Protocol, seeds_for, study_arms
 
 STUDY_FORMAT = "npse-study"
@@ -89,7 +90,7 @@ def git_commit() -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    T._write_text_atomic(Path(path), json.dumps(obj, indent=2) + "\n")
+    write_text_atomic(Path(path), json.dumps(obj, indent=2) + "\n")
 
 
 def run_one(spec: dict) -> int:
