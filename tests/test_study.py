@@ -93,6 +93,16 @@ def test_a_run_of_another_configuration_is_refused(tmp_path):
         study.plan("squeeze", tmp_path, PROTOCOL, seeds=1)
 
 
+def test_the_plan_runs_the_noise_estimate_first_and_the_bottleneck_last(tmp_path):
+    order = [(j.arm, j.seed) for j in study.plan("squeeze,se3x3", tmp_path, PROTOCOL, seeds=2)]
+    primary = [(a, s) for s in range(3) for a in ("baseline", "reference")]
+    assert order[:6] == primary                    # every interval needs their repeated seeds
+    assert order[6:8] == [("squeeze-max", 0), ("squeeze-max", 1)]
+    bottleneck = order[8:]
+    assert {study.ARMS[a].network for a, _ in bottleneck} == {"bottleneck"}
+    assert [s for _, s in bottleneck] == [0, 0, 0, 1, 1, 1]   # first seeds before second ones
+
+
 def test_aggregate_and_report_from_disk(tmp_path):
     study.open_study_folder(tmp_path, PROTOCOL, "squeeze")
     for s, acc in enumerate([0.60, 0.62, 0.64]):

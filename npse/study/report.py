@@ -87,7 +87,7 @@ def markdown(results: dict) -> str:
     lines += [f"Protocol: {epochs}, batch {p['batch_size']}, {images}"
               f", BasicBlock depth {p['depth']}, Bottleneck depth {p['bottleneck_depth']}, "
               f"widths {tuple(p['widths']) if p['widths'] else (16, 32, 64)}; SE arms without "
-              f"FC biases in the excitation (the paper's ablation setting); seeds 0..{results['seeds'] - 1}"
+              f"FC biases in the excitation (the paper's ablation setting); {_seed_range(results['seeds'])}"
               f" per arm, at least {MIN_SEEDS} for the baseline and the reference.", "",
               "| arm | params | mult-adds | SE hidden width | seeds | test acc % (mean ± sd) "
               "| d vs ref (95% CI), points | verdict | paper top-1 err % | paper's variant |",
@@ -138,7 +138,15 @@ def markdown(results: dict) -> str:
               "- The `stages` arms: npse's stage 3 is its last stage; the paper put SE in its "
               "stages 2, 3 and 4 alone, never in its last stage (5) alone, and mentions "
               "dropping the last stage's SE only in a remark of its section 4."]
+    if any(ARMS[a["arm"]].network == "bottleneck" for a in results["arms"]):
+        lines.append("- The Bottleneck arms' intervals use the same s_p, pooled mostly from "
+                     "ResNet-20 runs: the Bottleneck network's own seed-to-seed noise is "
+                     "assumed equal to it, not measured.")
     return "\n".join(lines) + "\n"
+
+
+def _seed_range(n: int) -> str:
+    return "seed 0" if n == 1 else f"seeds 0..{n - 1}"
 
 
 def _binomial_points(results) -> float:

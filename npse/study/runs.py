@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import train as T
 from ..rundir import write_text_atomic
-from .arms import ARMS, Protocol, seeds_for, study_arms
+from .arms import ARMS, PRIMARY, Protocol, seeds_for, study_arms
 
 STUDY_FORMAT = "npse-study"
 RUN_RECORD = "run.json"        # git commit, wall time, threads: written by the worker
@@ -131,8 +131,10 @@ class Job:
 
 def plan(names: str, out: Path, protocol: Protocol, seeds: int, retry_failed=False,
          **runtime) -> list:
-    """Every arm x seed of the study with its state, in the order they will run: the first
-    seeds of everything first, then the extra seeds of the baseline and the reference."""
+    """Every arm x seed of the study with its state, in the order they will run: every seed
+    of the baseline and the reference first (no arm's interval exists until their repeated
+    seeds measure the noise), then seed 0 of each other arm, then its seed 1, and so on; the
+    Bottleneck arms, the slowest, last."""
     jobs = []
     for arm in study_arms(names):
         for s in seeds_for(arm, seeds):
@@ -144,8 +146,7 @@ def plan(names: str, out: Path, protocol: Protocol, seeds: int, retry_failed=Fal
                 state, _ = run_state(d, config.training_dict())
             jobs.append(Job(arm, s, d, state, config))
     order = {"bottleneck": 1, "basic": 0}
-    jobs.sort(key=lambda j: (j.seed >= seeds, order[ARMS[j.arm].network] if j.seed < seeds
-                             else 0, j.seed))
+    jobs.sort(key=lambda j: (order[ARMS[j.arm].network], j.arm not in PRIMARY, j.seed))
     return jobs
 
 
