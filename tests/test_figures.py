@@ -32,3 +32,13 @@ def test_a_changed_number_is_noticed(tmp_path, monkeypatch):
         assert "ResNet-20" in str(e)
     else:
         raise AssertionError("a number the chapter does not quote went unnoticed")
+
+
+def test_the_se_resnet20_curve_is_the_committed_run():
+    """The 10-epoch SE-ResNet-20 run is stored with its weights: the quoted curve is its own."""
+    import json
+    metrics = FIGURES.parent.parent / "weights" / "se_resnet20-10ep" / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    assert [r["epoch"] for r in records] == list(range(1, 11))
+    measured = [round(100 * r["test_acc"], 1) for r in records]
+    assert measured == load_script().TEN_EPOCHS["SE-ResNet-20"]
