@@ -115,6 +115,9 @@ def _add_train(sub):
                    help="no progress bar (the one-line epoch summaries are still printed)")
     g.add_argument("--backend", choices=BACKENDS,
                    help=f"array backend (default: {D.backend}); cupy needs CuPy and a GPU")
+    g.add_argument("--reference", action="store_true",
+                   help="compute with the reference layers of npse.nn only (the execution policy "
+                        "npse.fast.REFERENCE): slower, the same numbers up to rounding")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=T.DATASETS, help=f"default: {D.dataset}")
     g.add_argument("--data-dir", metavar="DIR",
@@ -191,8 +194,11 @@ def _train_config(args) -> T.TrainConfig:
 
 def _run_train(args) -> int:
     config = _train_config(args)
+    policy = None
+    if args.reference:
+        from .fast import REFERENCE as policy
     try:
-        T.train(config)
+        T.train(config, policy=policy)
     except KeyboardInterrupt:
         out = config.out
         if (Path(out) / T.CHECKPOINT).exists():

@@ -115,6 +115,21 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path, data_args, ca
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
+def test_train_reference_uses_the_reference_layers_and_matches_fast(tmp_path, data_args,
+                                                                    capsys):
+    toy = [*TOY, "--epochs", "1", "--dtype", "float64", "--train-subset", "40"]
+    rc, fast_out, _ = run_cli(capsys, "train", *toy, *data_args, "--out", tmp_path / "fast")
+    assert rc == 0 and "execution policy 'fast'" in fast_out
+    rc, ref_out, _ = run_cli(capsys, "train", *toy, *data_args, "--out", tmp_path / "ref",
+                             "--reference")
+    assert rc == 0 and "execution policy 'reference'" in ref_out
+    fast, ref = (strip_timing(tmp_path / d / "metrics.jsonl") for d in ("fast", "ref"))
+    for a, b in zip(fast, ref):                 # float64: the two policies agree to rounding
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
+
+
 def test_interrupt_before_the_first_checkpoint(tmp_path, data_args, capsys, monkeypatch):
     def ctrl_c(*args, **kw):
         raise KeyboardInterrupt
