@@ -4,8 +4,11 @@ The runs themselves are ordinary ``train()`` runs (tested in test_train.py); her
 either faked on disk (a config.json and a metrics.jsonl, which is all a committed study holds)
 or real but tiny (synthetic data, a few dozen images).
 """
+import importlib.util
 import json
 import math
+import time
+from pathlib import Path
 
 import pytest
 
@@ -162,6 +165,52 @@ def test_a_tiny_study_runs_end_to_end_and_skips_what_is_done(tmp_path):
     assert "0 to run" in lines[0]
 
 
+def test_a_run_is_started_only_where_the_runs_so_far_say_it_fits():
+    from npse.study.runs import _fits
+    job = study.plan("squeeze", Path("/nonexistent/study"), PROTOCOL, seeds=1)[0]
+    now = time.time()
+    assert _fits(job, {}, None) and _fits(job, {}, now + 1)        # nothing known: it may run
+    assert _fits(job, {"basic": [5.0, 20.0]}, now + 60)
+    assert not _fits(job, {"basic": [5.0, 20.0]}, now + 10)       # the longest run decides
+    assert not _fits(job, {"bottleneck": [30.0]}, now + 10)       # another network's, if need be
+
+
+def test_the_time_limit_stops_the_runs_and_the_same_command_finishes_them(tmp_path):
+    data = study.write_synthetic_cifar10(tmp_path / "data", n_train=60, n_test=40).parent
+    protocol = study.Protocol(**{**PROTOCOL.as_dict(), "epochs": 1})
+    out, lines = tmp_path / "s", []
+    results = study.run_study("squeeze", out, protocol, seeds=1, jobs=2, log=lines.append,
+                              data_dir=str(data), time_limit=0.3)
+    assert any(line.startswith("time limit reached: 2 runs stopped") for line in lines)
+    assert any("5 runs not started" in line for line in lines)
+    assert (out / "results.md").exists() and all(a["n"] == 0 for a in results["arms"])
+    results = study.run_study("squeeze", out, protocol, seeds=1, jobs=2, log=lines.append,
+                              data_dir=str(data))
+    assert [a["n"] for a in results["arms"]] == [3, 3, 1]
+
+
+def test_probe_times_k_processes_side_by_side(capsys):
+    from npse.study.probe import probe
+    rows = probe(PROTOCOL, [1, 2], seconds=0.2)
+    assert [r["jobs"] for r in rows] == [1, 2] and not any(r["error"] for r in rows)
+    for r in rows:
+        assert r["per_run"] > 0 and r["total"] == pytest.approx(r["jobs"] * r["per_run"])
+        images = PROTOCOL.epochs * (PROTOCOL.train_subset + study.QUICK["test_subset"] / 3)
+        assert r["run_minutes"] == pytest.approx(images / r["per_run"] / 60)
+    assert "--jobs" in capsys.readouterr().out.splitlines()[-1]
+    rows = probe(PROTOCOL, [1], seconds=0.2, minutes=1e-9)      # no run is that fast
+    assert "no run ends within 1e-09 min; the fastest single run): --jobs 1" in \
+        capsys.readouterr().out.splitlines()[-1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_probe_reports_a_process_that_fails_and_stops_there():
+    from npse.study.probe import probe
+    rows = probe(PROTOCOL, [1, 2], backend="cupy", seconds=0.2, log=lambda line: None)
+    assert len(rows) == 1 and "stopped during its warm-up" in rows[0]["error"]
+    assert "cupy" in rows[0]["error"].lower()          # the worker's own last line says why
+
+
 # ----------------------------------------------------------------------------- bad input
 
 def run_cli(args, capsys):
@@ -177,6 +226,10 @@ def run_cli(args, capsys):
     (["study", "squeeze", "--depth", "9"], "6n+2"),
     (["study", "squeeze", "--jobs", "0"], "--jobs must be an integer >= 1"),
     (["study", "squeeze", "--seeds", "0"], "--seeds must be an integer >= 1"),
+    (["study", "squeeze", "--time-limit", "0"], "--time-limit must be > 0 minutes"),
+    (["study", "squeeze", "--probe", "1,x"], "--probe takes positive integers"),
+    (["study", "squeeze", "--probe", "0"], "--probe takes positive integers"),
+    (["study", "squeeze", "--probe", "1", "--time-limit", "-1"], "--time-limit must be > 0"),
     (["study", "squeeze", "--report", "/nonexistent/npse-study"], "not a study folder"),
 ])
 def test_bad_input_is_one_line(args, message, capsys, tmp_path):

@@ -39,6 +39,15 @@ def add_arguments(p) -> None:
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--list", action="store_true", help="print the plan (arms, seeds, states) "
                    "and stop")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="start no run that the "
+                   "runs finished so far say cannot end in time, and stop the running ones at "
+                   "the limit (they keep their checkpoints and resume next time)")
+    p.add_argument("--probe", metavar="K1,K2,...", help="instead of running the study, time "
+                   "its reference arm with K processes side by side for each K, to choose "
+                   "--jobs (most useful on a GPU); with --time-limit, the K whose runs end "
+                   "within it")
+    p.add_argument("--probe-seconds", type=float, default=10.0, metavar="S",
+                   help="how long each K is timed (default: 10)")
 
 
 def main_from_args(args) -> int:
@@ -60,6 +69,18 @@ def main_from_args(args) -> int:
         widths=QUICK["widths"] if quick else None, quick=quick)
     protocol.validate()
     study_arms(args.name)
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ValueError(f"study: --time-limit must be > 0 minutes, got {args.time_limit!r}")
+    if args.probe:
+        try:
+            ks = [int(k) for k in args.probe.split(",")]
+        except ValueError:
+            raise ValueError(f"study: --probe takes positive integers like 1,2,4,8, got "
+                             f"{args.probe!r}") from None
+        from .probe import probe
+        probe(protocol, ks, backend=args.backend, seconds=args.probe_seconds,
+              minutes=args.time_limit)
+        return 0
     out = Path(args.out or os.path.join("studies", ("quick-" if quick else "")
                                         + args.name.replace(",", "+")))
     data_dir = ensure_quick_data(args.data_dir, out) if quick else args.data_dir
@@ -72,6 +93,6 @@ def main_from_args(args) -> int:
     _stop_on_sigterm()
     run_study(args.name, out, protocol, seeds=args.seeds, jobs=args.jobs,
               retry_failed=args.retry_failed, command=command, threads=args.threads,
-              backend=args.backend,
-              data_dir=data_dir)
+              time_limit=None if args.time_limit is None else 60 * args.time_limit,
+              backend=args.backend, data_dir=data_dir)
     return 0

@@ -206,10 +206,17 @@ def _spec(job: Job, threads: int, command: str) -> dict:
 
 def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1,
               retry_failed: bool = False, log=print, command: str = "", threads=None,
-              **runtime) -> dict:
+              time_limit=None, **runtime) -> dict:
     """Run every unfinished arm x seed of the study ``names`` in ``out``, ``jobs`` at a time,
-    then write the report. Returns the results dict (see :func:`aggregate`)."""
+    then write the report. Returns the results dict (see :func:`aggregate`).
+
+    ``time_limit`` (seconds, optional): no run is started once the runs finished so far say it
+    could not end in time, and at the limit the running ones are stopped as SIGTERM stops them
+    (each keeps its last checkpoint and resumes next time); then the report is written."""
     protocol.validate()
+    if time_limit is not None and (isinstance(time_limit, bool) or not time_limit > 0):
+        raise ValueError(f"study: --time-limit must be > 0 minutes, got {time_limit!r}")
+    deadline = None if time_limit is None else time.time() + time_limit
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"study: --seeds must be an integer >= 1, got {seeds!r}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -233,33 +240,61 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
         + (f" ({threads} BLAS thread{'s' if threads > 1 else ''} each)" if threads else ""))
     running: list = []
     finished = 0
+    walls: dict = {}                # network -> wall times of the runs finished here
     try:
         while todo or running:
-            while todo and len(running) < jobs:
+            while todo and len(running) < jobs and _fits(todo[0], walls, deadline):
                 job = todo.pop(0)
                 running.append((job, _start(job, _spec(job, threads, command),
                                             threads), time.time()))
+            if not running:
+                break                                   # the time left fits no further run
             time.sleep(0.2)
+            if deadline is not None and time.time() >= deadline:
+                _stop(running)
+                log(f"time limit reached: {len(running)} run{'s' if len(running) != 1 else ''}"
+                    f" stopped ({', '.join(f'{j.arm} seed {j.seed}' for j, _, _ in running)});"
+                    f" each resumes from its last checkpoint")
+                running = []
+                break
             for item in list(running):
                 job, proc, t0 = item
                 if proc.poll() is None:
                     continue
                 running.remove(item)
                 finished += 1
+                if proc.returncode == 0:
+                    walls.setdefault(ARMS[job.arm].network, []).append(time.time() - t0)
                 log(_progress_line(job, proc.returncode, time.time() - t0,
                                    f"[{done + finished}/{len(all_jobs)}]"))
                 if proc.returncode == 130:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
-        for job, proc, _ in running:
-            proc.send_signal(signal.SIGTERM)      # each worker keeps its last checkpoint
-        for job, proc, _ in running:
-            proc.wait()
+        _stop(running)
         raise
+    if todo:
+        log(f"time limit: {len(todo)} run{'s' if len(todo) != 1 else ''} not started; the same "
+            f"command runs {'them' if len(todo) != 1 else 'it'} later")
     from .report import aggregate, write_report      # report reads runs: imported here
     results = aggregate(names, out, protocol, seeds)
     write_report(results, out, names, log=log)
     return results
+
+
+def _fits(job: Job, walls: dict, deadline) -> bool:
+    """Whether ``job`` can end before ``deadline``, judged by the longest run of its network (or
+    of any network) finished so far; before any has finished every run is given its chance."""
+    if deadline is None:
+        return True
+    seen = walls.get(ARMS[job.arm].network) or [w for ws in walls.values() for w in ws]
+    return not seen or time.time() + max(seen) <= deadline
+
+
+def _stop(running) -> None:
+    for _, proc, _ in running:
+        proc.send_signal(signal.SIGTERM)          # each worker keeps its last checkpoint
+    for _, proc, _ in running:
+        proc.wait()
 
 
 def _start(job: Job, spec: dict, threads) -> subprocess.Popen:
