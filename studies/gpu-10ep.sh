@@ -56,7 +56,7 @@ fi
 N_KS=$(echo "$PROBE_KS" | tr ',' '\n' | wc -l)
 FOR_RUNS=$($PY -c "print(round(max(0.5, $(minutes_left) - 0.5 - $N_KS * 20 / 60), 2))")
 step "probe: how many runs side by side ($PROBE_KS), for runs that end within $FOR_RUNS min"
-$PY -m npse study "$STUDIES" --backend "$BACKEND" --epochs "$EPOCHS" --probe "$PROBE_KS" \
+timeout $((N_KS * 60)) $PY -m npse study "$STUDIES" --backend "$BACKEND" --epochs "$EPOCHS" --probe "$PROBE_KS" \
     --probe-seconds 6 --time-limit "$FOR_RUNS" $EXTRA 2>&1 | tee "$OUT/probe.txt"
 JOBS=$(sed -n 's/.*most images per second in all.*--jobs \([0-9]*\).*/\1/p' "$OUT/probe.txt")
 JOBS=${JOBS:-1}
