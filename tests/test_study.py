@@ -7,6 +7,10 @@ or real but tiny (synthetic data, a few dozen images).
 import importlib.util
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -209,6 +213,25 @@ def test_probe_reports_a_process_that_fails_and_stops_there():
     rows = probe(PROTOCOL, [1, 2], backend="cupy", seconds=0.2, log=lambda line: None)
     assert len(rows) == 1 and "stopped during its warm-up" in rows[0]["error"]
     assert "cupy" in rows[0]["error"].lower()          # the worker's own last line says why
+
+
+def test_a_folder_run_by_another_study_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+    study.open_study_folder(tmp_path, PROTOCOL, "squeeze")
+    for arm, seeds in (("baseline", 3), ("reference", 3), ("squeeze-max", 1)):
+        for s in range(seeds):
+            fake_run(tmp_path, arm, s, [0.1, 0.5])
+    lock = tmp_path / study.LOCK
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                "started": "then"}))
+    with pytest.raises(ValueError, match=f"being run by another npse study \\(process "
+                                         f"{os.getpid()} since then\\)"):
+        study.run_study("squeeze", tmp_path, PROTOCOL, log=lambda line: None)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    lock.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+    lines = []
+    study.run_study("squeeze", tmp_path, PROTOCOL, log=lines.append)   # nothing left to run
+    assert "0 to run" in lines[0] and not lock.exists()
 
 
 # ----------------------------------------------------------------------------- bad input

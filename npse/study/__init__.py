@@ -19,7 +19,7 @@ protocol may share a folder: an arm they share (baseline, reference) is trained 
 """
 from .arms import ARMS, MIN_SEEDS, PRIMARY, QUICK, STUDIES, Arm, Protocol, seeds_for, study_arms
 from .report import aggregate, markdown, model_facts, plot, report, write_report
-from .runs import (FAILED, LOG, RUN_RECORD, STUDY_FORMAT, Job, git_commit, open_study_folder, plan,
+from .runs import (FAILED, LOCK, LOG, RUN_RECORD, STUDY_FORMAT, Job, git_commit, open_study_folder, plan,
                    read_metrics, read_protocol, run_dir, run_one, run_state, run_study, _spec)
 from .stats import arm_stats, difference, pooled_sd, t_quantile
 from .synthetic import ensure_quick_data, write_synthetic_cifar10

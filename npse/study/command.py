@@ -8,7 +8,7 @@ from pathlib import Path
 from ..backend import BACKENDS
 from .arms import QUICK, STUDIES, MIN_SEEDS, Protocol, study_arms
 from .report import report
-from .runs import _stop_on_sigterm, plan, run_study
+from .runs import LOCK, _lock_holder, _stop_on_sigterm, plan, run_study
 from .synthetic import ensure_quick_data
 
 
@@ -85,6 +85,9 @@ def main_from_args(args) -> int:
                                         + args.name.replace(",", "+")))
     data_dir = ensure_quick_data(args.data_dir, out) if quick else args.data_dir
     if args.list:
+        holder = _lock_holder(out / LOCK) if (out / LOCK).exists() else None
+        if holder:
+            print(f"being run by another npse study ({holder})")
         for j in plan(args.name, out, protocol, args.seeds, backend=args.backend,
                       data_dir=data_dir):
             print(f"{j.arm:22s} seed {j.seed}  {j.state}")

@@ -1,10 +1,12 @@
 """Run state on disk, one run in its own process (the worker), and a whole study."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ STUDY_FORMAT = "npse-study"
 RUN_RECORD = "run.json"        # git commit, wall time, threads: written by the worker
 FAILED = "failed.json"         # why a run failed
 LOG = "train.log"              # the worker's output (git-ignored)
+LOCK = "study.lock"            # held by the npse study that runs the folder (git-ignored)
 
 
 def run_dir(out: Path, arm: str, seed: int) -> Path:
@@ -221,16 +224,24 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
         raise ValueError(f"study: --seeds must be an integer >= 1, got {seeds!r}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"study: --jobs must be an integer >= 1, got {jobs!r}")
-    out = Path(out)
-    study_arms(names)
-    all_jobs = plan(names, out, protocol, seeds, retry_failed, **runtime)  # checks the runs
-    open_study_folder(out, protocol, names)
-    todo = [j for j in all_jobs if j.state in ("absent", "interrupted")]
-    done = len(all_jobs) - len(todo)
-    cores = os.cpu_count() or 1
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or threads < 1):
         raise ValueError(f"study: --threads must be an integer >= 1, got {threads!r}")
+    out = Path(out)
+    study_arms(names)
+    plan(names, out, protocol, seeds, **runtime)    # checks the runs before anything is written
+    open_study_folder(out, protocol, names)
+    with study_lock(out):
+        all_jobs = plan(names, out, protocol, seeds, retry_failed, **runtime)
+        return _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline,
+                         command, log, runtime)
+
+
+def _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline, command, log,
+              runtime) -> dict:
+    todo = [j for j in all_jobs if j.state in ("absent", "interrupted")]
+    done = len(all_jobs) - len(todo)
+    cores = os.cpu_count() or 1
     if runtime.get("backend", "numpy") != "numpy":
         threads = None      # on CuPy the runs share the GPU; BLAS threads do not matter
     elif threads is None:
@@ -279,6 +290,52 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
     results = aggregate(names, out, protocol, seeds)
     write_report(results, out, names, log=log)
     return results
+
+
+@contextlib.contextmanager
+def study_lock(out: Path):
+    """Hold ``OUT/study.lock`` while a study runs, so that a second ``npse study`` on the same
+    folder (another study of the same protocol, say) cannot start the same runs a second time."""
+    path = Path(out) / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for _ in range(2):
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                json.dump(me, f)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder:
+                raise ValueError(f"{out} is being run by another npse study ({holder}); wait "
+                                 f"for it to end or stop it, or delete {path} if no study "
+                                 f"runs there") from None
+            path.unlink(missing_ok=True)            # its process is gone: a stale lock
+    else:
+        raise ValueError(f"{path}: could not take the study lock")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path):
+    """Who holds the lock (a description), or None when its process no longer exists."""
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+        pid, host = int(held["pid"]), str(held["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None                                  # unreadable: treated as stale
+    where = f"process {pid} since {held.get('started', '?')}"
+    if host != socket.gethostname():
+        return f"{where} on {host}"                  # cannot be checked from here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass                                         # alive, but another user's
+    return where
 
 
 def _fits(job: Job, walls: dict, deadline) -> bool:
