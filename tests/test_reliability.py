@@ -189,7 +189,7 @@ def test_the_estimate_predicts_a_larger_batch(monkeypatch):
 
 
 def test_memory_error_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
-    def no_memory(config):
+    def no_memory(config, **options):
         np.empty(2**62, dtype=np.uint8)        # NumPy's own MemoryError, raised deep inside
 
     monkeypatch.setattr(T, "train", no_memory)

@@ -180,11 +180,14 @@ def test_a_run_is_started_only_where_the_runs_so_far_say_it_fits():
 
 
 def test_the_time_limit_stops_the_runs_and_the_same_command_finishes_them(tmp_path):
-    data = study.write_synthetic_cifar10(tmp_path / "data", n_train=60, n_test=40).parent
-    protocol = study.Protocol(**{**PROTOCOL.as_dict(), "epochs": 1})
+    # Runs of 1,000 images (a second or more each) against a limit of 0.05 s: the first two
+    # start (nothing is known yet), are stopped at the first look at the clock, and nothing
+    # else starts.
+    data = study.write_synthetic_cifar10(tmp_path / "data", n_train=1000, n_test=40).parent
+    protocol = study.Protocol(**{**PROTOCOL.as_dict(), "epochs": 1, "train_subset": 1000})
     out, lines = tmp_path / "s", []
     results = study.run_study("squeeze", out, protocol, seeds=1, jobs=2, log=lines.append,
-                              data_dir=str(data), time_limit=0.3)
+                              data_dir=str(data), time_limit=0.05)
     assert any(line.startswith("time limit reached: 2 runs stopped") for line in lines)
     assert any("5 runs not started" in line for line in lines)
     assert (out / "results.md").exists() and all(a["n"] == 0 for a in results["arms"])

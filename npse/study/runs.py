@@ -261,13 +261,6 @@ def _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline, co
             if not running:
                 break                                   # the time left fits no further run
             time.sleep(0.2)
-            if deadline is not None and time.time() >= deadline:
-                _stop(running)
-                log(f"time limit reached: {len(running)} run{'s' if len(running) != 1 else ''}"
-                    f" stopped ({', '.join(f'{j.arm} seed {j.seed}' for j, _, _ in running)});"
-                    f" each resumes from its last checkpoint")
-                running = []
-                break
             for item in list(running):
                 job, proc, t0 = item
                 if proc.poll() is None:
@@ -280,6 +273,13 @@ def _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline, co
                                    f"[{done + finished}/{len(all_jobs)}]"))
                 if proc.returncode == 130:
                     raise KeyboardInterrupt
+            if deadline is not None and time.time() >= deadline and running:
+                _stop(running)
+                log(f"time limit reached: {len(running)} run{'s' if len(running) != 1 else ''}"
+                    f" stopped ({', '.join(f'{j.arm} seed {j.seed}' for j, _, _ in running)});"
+                    f" each resumes from its last checkpoint")
+                running = []
+                break
     except KeyboardInterrupt:
         _stop(running)
         raise
