@@ -60,4 +60,21 @@ def test_chapter_12_quotes_the_committed_table():
     quoted = [line for line in text.split(BEGIN)[1].split(END)[0].splitlines() if line.strip()]
     table = [line for line in (STUDY / "results.md").read_text(encoding="utf-8").splitlines()
              if line.startswith("|")]
-    assert quoted == table, "refresh chapter 12's table from studies/cpu-5ep/results.md"
+    assert quoted == table, "refresh it: python tests/test_study_results.py"
+
+
+def refresh_chapter_table() -> None:
+    """``python tests/test_study_results.py``: copy results.md's table into chapter 12."""
+    text = CHAPTER.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    table = [line for line in (STUDY / "results.md").read_text(encoding="utf-8").splitlines()
+             if line.startswith("|")]
+    CHAPTER.write_text(head + BEGIN + "\n" + "\n".join(table) + "\n" + END + tail,
+                       encoding="utf-8")
+    print(f"{CHAPTER.relative_to(ROOT)}: {len(table)} table lines from "
+          f"{(STUDY / 'results.md').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    refresh_chapter_table()
