@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .arms import ARMS, QUICK, Protocol
+from .runs import worker_env
 
 WARMUP_STEPS = 3        # CuPy compiles its kernels and fills its memory pool in the first steps
 TRAIN_IMAGES, TEST_IMAGES = 50000, 10000
@@ -113,10 +114,7 @@ def probe(protocol: Protocol, ks, backend: str = "numpy", seconds: float = 10.0,
 
 
 def _probe_k(k: int, spec: dict, threads) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(threads)
+    env = worker_env(threads)
     with tempfile.TemporaryDirectory() as tmp:
         logs = [open(Path(tmp) / f"{i}.log", "w+", encoding="utf-8") for i in range(k)]
         procs = [subprocess.Popen([sys.executable, "-m", "npse.study", "--probe-worker",

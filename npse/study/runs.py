@@ -354,12 +354,19 @@ def _stop(running) -> None:
         proc.wait()
 
 
-def _start(job: Job, spec: dict, threads) -> subprocess.Popen:
-    job.directory.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")     # train.log shows each epoch as it ends
+def worker_env(threads) -> dict:
+    """The environment of a worker process: unbuffered output (train.log shows each epoch as it
+    ends) and, on the CPU, ``threads`` BLAS threads."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
+    return env
+
+
+def _start(job: Job, spec: dict, threads) -> subprocess.Popen:
+    job.directory.mkdir(parents=True, exist_ok=True)
+    env = worker_env(threads)
     log_file = open(job.directory / LOG, "a", encoding="utf-8")
     try:
         return subprocess.Popen([sys.executable, "-m", "npse.study", "--worker",
