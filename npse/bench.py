@@ -104,14 +104,17 @@ def _median_time(fn, repeats, xp, warmup=2):
     return statistics.median(times)
 
 
-class _Setup:
-    """A model under ``policy``, its optimizer and loss, and one fixed random batch on the
-    active backend."""
+class Setup:
+    """A model under ``policy``, its optimizer and loss (as ``npse train`` builds them), and one
+    fixed random batch on the active backend. ``model``: a model name, or a built model (the
+    study's probe passes an arm's network)."""
 
-    def __init__(self, name, batch, policy: ExecutionPolicy):
+    def __init__(self, model, batch, policy: ExecutionPolicy):
         from . import models, nn, optim
         self.xp = backend.module()
-        self.model = models.build_model(name).use_policy(policy)
+        if isinstance(model, str):
+            model = models.build_model(model)
+        self.model = model.use_policy(policy)
         self.loss_fn = nn.CrossEntropyLoss()
         self.optimizer = optim.SGD(self.model.named_parameters(), lr=0.01, momentum=0.9, nesterov=True,
                                    weight_decay=5e-4, fused=policy.fused)
@@ -189,7 +192,7 @@ def _peak_step_memory(name, batch, policy):
     if xp.__name__.startswith("cupy"):
         pool = xp.get_default_memory_pool()
         pool.free_all_blocks()
-        setup = _Setup(name, batch, policy)
+        setup = Setup(name, batch, policy)
         setup.train_step()
         setup.train_step()
         _sync(xp)
@@ -199,7 +202,7 @@ def _peak_step_memory(name, batch, policy):
         return held
     tracemalloc.start()
     try:
-        setup = _Setup(name, batch, policy)
+        setup = Setup(name, batch, policy)
         setup.train_step()
         setup.train_step()
         return tracemalloc.get_traced_memory()[1]
@@ -427,7 +430,7 @@ def _run(args, policy: ExecutionPolicy) -> int:
     results, torch_train = {}, {}
     for name in model_names:
         for batch in batches:
-            setup = _Setup(name, batch, policy)
+            setup = Setup(name, batch, policy)
             sync = (lambda: _sync(xp))
             steps = [(setup.train_step, sync), (setup.eval_step, sync)]
             if use_torch:
@@ -460,7 +463,7 @@ def _run(args, policy: ExecutionPolicy) -> int:
 
     first, batch = model_names[0], (128 if 128 in batches else batches[0])
     if not args.no_layers:
-        setup = _Setup(first, batch, policy)
+        setup = Setup(first, batch, policy)
         print(f"\nper layer, {first}, batch {batch} (each layer timed alone; ms)")
         print(f"{'layer':<26}{'type':<18}{'input':<16}{'forward':>9}{'backward':>10}")
         rows = layer_times(setup, repeats)
@@ -468,10 +471,10 @@ def _run(args, policy: ExecutionPolicy) -> int:
             print(f"{n:<26}{t:<18}{shape:<16}{f:>9.2f}{b:>10.2f}")
         print(f"{'sum':<60}{sum(r[3] for r in rows):>9.1f}{sum(r[4] for r in rows):>10.1f}")
     if not args.no_profile:
-        setup = _Setup(first, batch, policy)
+        setup = Setup(first, batch, policy)
         if on_gpu:
             for b in sorted(set(batches)):
-                host, whole = host_and_device_time(_Setup(first, b, policy), repeats)
+                host, whole = host_and_device_time(Setup(first, b, policy), repeats)
                 print(f"\n{first}, batch {b}: the host issues a training step in {host * 1e3:.1f} ms; "
                       f"the step takes {whole * 1e3:.1f} ms until the GPU is done"
                       + (" (launch-bound: the GPU waits for Python)" if host > 0.8 * whole else ""))

@@ -48,7 +48,7 @@ def test_the_gemm_floor_counts_the_products_of_each_convolution(monkeypatch):
     monkeypatch.setattr(bench, "_median_time", lambda fn, repeats, xp: seen.append(fn()) or 0.25)
     # Channels last (NumPy's default). Stride-1 convolutions with <= 16 channels by kernel rows:
     # 3 products each for y and dW (and dx); the others one product each.
-    setup = bench._Setup("se_resnet8", 4, FAST)
+    setup = bench.Setup("se_resnet8", 4, FAST)
     # stem 2 x 3, layer1's two convs 3 x 3 each, then four convs 3 x 1
     assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * (2 * 3 + 2 * 3 * 3 + 4 * 3)
     # the stem (3 -> 16 channels, 32x32, by kernel rows): y per image, dW per image, no dx
@@ -57,7 +57,7 @@ def test_the_gemm_floor_counts_the_products_of_each_convolution(monkeypatch):
     assert [a.shape for a in seen[-3:]] == [(4 * 8 * 8, 64), (64, 576), (4 * 8 * 8, 64)]
     # Contiguous: one product per image at 32x32 and 16x16, one for the batch at 8x8.
     seen.clear()
-    setup = bench._Setup("se_resnet8", 4, FAST.replace(memory_format="contiguous"))
+    setup = bench.Setup("se_resnet8", 4, FAST.replace(memory_format="contiguous"))
     assert bench.conv_gemm_floor(setup, repeats=1) == 0.25 * (2 + 6 * 3)
     assert [a.shape for a in seen[:2]] == [(4, 16, 32 * 32), (4, 16, 27)]
     assert [a.shape for a in seen[-3:]] == [(64, 4 * 8 * 8), (64, 576), (64, 4 * 8 * 8)]

@@ -237,6 +237,16 @@ def test_a_folder_run_by_another_study_is_refused_and_a_stale_lock_is_taken_over
     assert "0 to run" in lines[0] and not lock.exists()
 
 
+
+def test_the_library_calls_check_their_time_limits(tmp_path):
+    from npse.study.probe import probe
+    with pytest.raises(ValueError, match="--time-limit must be > 0 minutes, got 0"):
+        probe(PROTOCOL, [1], seconds=0.2, minutes=0, log=lambda line: None)
+    with pytest.raises(ValueError, match="time_limit must be > 0 seconds, got -5"):
+        study.run_study("squeeze", tmp_path, PROTOCOL, time_limit=-5, log=lambda line: None)
+    assert not any(tmp_path.iterdir())                  # refused before anything was written
+
+
 # ----------------------------------------------------------------------------- bad input
 
 def run_cli(args, capsys):

@@ -27,37 +27,32 @@ TRAIN_IMAGES, TEST_IMAGES = 50000, 10000
 def probe_worker(spec: dict) -> int:
     """One process of the probe (``python -m npse.study --probe-worker SPEC``): warm up, print
     ``ready``, wait for a line on stdin, train for ``spec["seconds"]``, print the images/s."""
-    import numpy
-
-    from .. import backend, nn, optim
+    from .. import backend
+    from ..bench import Setup
+    from ..fast import FAST
     from ..models import build_model
-    from ..step import train_step
     backend.set_backend(spec["backend"])
     xp = backend.module()
     protocol = Protocol(**{**spec["protocol"], "widths": spec["protocol"]["widths"]
                            and tuple(spec["protocol"]["widths"])})
     config = protocol.train_config(ARMS["reference"], 0, Path("."), backend=spec["backend"])
-    model = build_model(config.model, **config.model_overrides())
-    optimizer = optim.SGD(model.named_parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    loss_fn = nn.CrossEntropyLoss()
-    rng = numpy.random.default_rng(0)
+    # The same network, optimizer and execution policy as the study's runs, on a random batch.
+    setup = Setup(build_model(config.model, **config.model_overrides()), protocol.batch_size,
+                   FAST)
     batch = protocol.batch_size
-    x = backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(numpy.float32))
-    y = backend.to_device(rng.integers(0, 10, batch))
 
     def sync():
         if spec["backend"] == "cupy":
             xp.cuda.Device().synchronize()
 
-    model.train()
     for _ in range(WARMUP_STEPS):
-        train_step(model, loss_fn, optimizer, x, y)
+        setup.train_step()
     sync()
     print("ready", flush=True)
     sys.stdin.readline()                        # every process of this K starts together
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < spec["seconds"]:
-        train_step(model, loss_fn, optimizer, x, y)
+        setup.train_step()
         steps += 1
     sync()
     print(json.dumps({"images_per_s": steps * batch / (time.perf_counter() - start)}),
@@ -80,6 +75,8 @@ def probe(protocol: Protocol, ks, backend: str = "numpy", seconds: float = 10.0,
         raise ValueError(f"study: --probe takes positive integers like 1,2,4,8, got {ks!r}")
     if not seconds > 0:
         raise ValueError(f"study: --probe-seconds must be > 0, got {seconds!r}")
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"study: --time-limit must be > 0 minutes, got {minutes!r}")
     cores = os.cpu_count() or 1
     log(f"probe: the reference arm (batch {protocol.batch_size}, depth {protocol.depth}) on "
         f"{backend}, K processes side by side, each timed over the same {seconds:g} s")

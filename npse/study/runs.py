@@ -218,7 +218,7 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
     (each keeps its last checkpoint and resumes next time); then the report is written."""
     protocol.validate()
     if time_limit is not None and (isinstance(time_limit, bool) or not time_limit > 0):
-        raise ValueError(f"study: --time-limit must be > 0 minutes, got {time_limit!r}")
+        raise ValueError(f"study: time_limit must be > 0 seconds, got {time_limit!r}")
     deadline = None if time_limit is None else time.time() + time_limit
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"study: --seeds must be an integer >= 1, got {seeds!r}")
