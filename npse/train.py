@@ -29,14 +29,14 @@ from .memory import check_memory
 from .models.resnet import SE_VARIANTS, SHORTCUTS
 from .nn import CrossEntropyLoss, no_grad
 from .optim import SGD, Constant, WarmupCosine, he_multistep, skip_bn_and_bias
-from .rundir import (  # noqa: F401  (re-exported: npse.train.* names them)
-    write_epoch, CHECKPOINT, METRICS, CONFIG, CURVES, OWN_FILES, CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION, RUNTIME_FIELDS, default_out, holds_run, _check_out,
-    _remove_stale_temporaries, _process_alive, FINGERPRINT_EVERY, _FINGERPRINT_PARTS,
-    data_fingerprint, _check_same_data, write_text_atomic, _metrics_text, _real, _shown,
-    _check_run_meta, _check_resume_meta, open_run_checkpoint, _optimizer_entries,
-    _model_from_run, load_model_for_inference, read_checkpoint_meta, _read_for_resume,
-    resume_config, _prepare_out, _write_failed, _kept)
+# What a run directory holds, how it is written and what a resume checks: npse/rundir.py. Its
+# public names are also reached as npse.train.* (by the CLI, the study, the tests, the chapters).
+from .rundir import (  # noqa: F401  (the first two lines are re-exported, not used here)
+    CURVES, OWN_FILES, CHECKPOINT_FORMAT, holds_run, open_run_checkpoint,
+    load_model_for_inference, read_checkpoint_meta, resume_config,
+    CHECKPOINT, CONFIG, METRICS, RUNTIME_FIELDS, default_out, data_fingerprint, write_epoch,
+    write_text_atomic, _check_out, _check_same_data, _kept, _metrics_text, _prepare_out,
+    _read_for_resume, _write_failed)
 from .step import train_step
 
 
@@ -187,10 +187,6 @@ class TrainConfig:
             if isinstance(d.get(name), list):
                 d[name] = tuple(d[name])
         return cls(**d)
-
-
-#: Whether train() estimates a step's memory before it starts (npse.memory.check_memory).
-CHECK_MEMORY = True
 
 
 class NonFiniteLossError(RuntimeError):
@@ -389,9 +385,9 @@ def _train(config: TrainConfig, out: Path, log, policy) -> dict:
         _check_same_data(out, meta, described)
     else:
         mean, std = (a.tolist() for a in channel_stats(x_train))
-    if CHECK_MEMORY:
-        check_memory(model.config, x_train.shape[1:], config.batch_size, len(y_train),
-                     config.eval_batch_size, len(y_test), policy)
+    # Fails now, with the estimate, rather than in the middle of an epoch (npse/memory.py).
+    check_memory(model.config, x_train.shape[1:], config.batch_size, len(y_train),
+                 config.eval_batch_size, len(y_test), policy)
 
     steps = num_batches(len(y_train), config.batch_size)
     schedule = _make_schedule(config, steps)
