@@ -321,11 +321,13 @@ def study_side_by_side(folder) -> dict:
     for arm in STUDY_ARMS:
         accs, epochs = [], set()
         for metrics in sorted((folder / arm).glob("seed-*/metrics.jsonl")):
-            config = json.loads((metrics.parent / "config.json").read_text(encoding="utf-8"))
+            # config.json as train() writes it: the training options under "config".
+            saved = json.loads((metrics.parent / "config.json").read_text(encoding="utf-8"))
+            wanted = (saved.get("config") or {}).get("epochs") if isinstance(saved, dict) else None
             records = read_metrics(metrics)
-            if records[-1]["epoch"] == config.get("epochs"):
+            if records and records[-1]["epoch"] == wanted:
                 accs.append(records[-1]["test_acc"])
-                epochs.add(config["epochs"])
+                epochs.add(wanted)
         if not accs:
             raise ValueError(f"--study {folder}: no finished run of the arm '{arm}' "
                              f"(looked for {folder / arm}/seed-*/metrics.jsonl)")
@@ -365,6 +367,10 @@ def read_gates(path) -> tuple[dict, dict]:
     return stats, meta
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
 def report_markdown(report: dict) -> str:
     """The tables of ``excitation.json`` as Markdown (what the chapter quotes)."""
     lines = [f"# Excitation of `{report['checkpoint']}`", "",
@@ -389,8 +395,8 @@ def report_markdown(report: dict) -> str:
     if study:
         r, d = study["reference"], study["stages-1-2"]
         lines += ["", f"Stages study (`{study['folder']}`): SE in all stages {100 * r['accuracy']:.2f}% "
-                  f"({r['seeds']} seeds), without the last stage's SE (`stages-1-2`) "
-                  f"{100 * d['accuracy']:.2f}% ({d['seeds']} seeds): "
+                  f"({_seeds(r['seeds'])}), without the last stage's SE (`stages-1-2`) "
+                  f"{100 * d['accuracy']:.2f}% ({_seeds(d['seeds'])}): "
                   f"{100 * study['difference']:+.2f} points."]
     lines += ["", "| the paper's claim | rule | verdict | numbers |", "|---|---|---|---|"]
     for c in report["claims"]:

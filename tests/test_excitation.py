@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,7 +235,7 @@ def test_the_mean_probe_changes_nothing_when_the_gates_ignore_the_input(toy):
 def write_study_run(folder, arm, seed, accuracies, epochs):
     run = folder / arm / f"seed-{seed}"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"epochs": epochs}))
+    (run / "config.json").write_text(json.dumps({"config": {"epochs": epochs}}))
     lines = [json.dumps(dict({k: 0.0 for k in METRIC_KEYS}, epoch=i + 1, test_acc=a))
              for i, a in enumerate(accuracies)]
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
@@ -251,6 +252,19 @@ def test_study_side_by_side_averages_finished_seeds_only(tmp_path):
     assert got["difference"] == pytest.approx(0.81 - 0.82)
     with pytest.raises(ValueError, match="no finished run of the arm 'reference'"):
         study_side_by_side(tmp_path / "elsewhere")
+
+
+def test_study_side_by_side_reads_the_committed_cpu_protocol():
+    # The real files of npse study, not a fake of them: the committed runs of studies/cpu-5ep.
+    folder = Path(__file__).resolve().parents[1] / "studies" / "cpu-5ep"
+    results = json.loads((folder / "results.json").read_text())
+    arms = {a["arm"]: a for a in results["arms"]}
+    if not arms["stages-1-2"]["n"]:
+        pytest.skip("the stages-1-2 arm of studies/cpu-5ep has not run")
+    got = study_side_by_side(folder)
+    for arm in ("reference", "stages-1-2"):
+        assert got[arm]["seeds"] == arms[arm]["n"] and got[arm]["epochs"] == [5]
+        assert got[arm]["accuracy"] == pytest.approx(arms[arm]["mean"], abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- the command
