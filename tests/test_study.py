@@ -237,7 +237,6 @@ def test_a_folder_run_by_another_study_is_refused_and_a_stale_lock_is_taken_over
     assert "0 to run" in lines[0] and not lock.exists()
 
 
-
 def test_the_library_calls_check_their_time_limits(tmp_path):
     from npse.study.probe import probe
     with pytest.raises(ValueError, match="--time-limit must be > 0 minutes, got 0"):

@@ -54,12 +54,17 @@ def test_results_md_is_what_the_report_writes(results):
     assert (STUDY / "results.md").read_text(encoding="utf-8") == study.markdown(results)
 
 
+def results_table() -> list:
+    """The lines of results.md's table."""
+    return [line for line in (STUDY / "results.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("|")]
+
+
 def test_chapter_12_quotes_the_committed_table():
     text = CHAPTER.read_text(encoding="utf-8")
     assert text.count(BEGIN) == 1 and text.count(END) == 1, f"{CHAPTER.name}: markers missing"
     quoted = [line for line in text.split(BEGIN)[1].split(END)[0].splitlines() if line.strip()]
-    table = [line for line in (STUDY / "results.md").read_text(encoding="utf-8").splitlines()
-             if line.startswith("|")]
+    table = results_table()
     assert quoted == table, "refresh it: python tests/test_study_results.py"
 
 
@@ -68,8 +73,7 @@ def refresh_chapter_table() -> None:
     text = CHAPTER.read_text(encoding="utf-8")
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
-    table = [line for line in (STUDY / "results.md").read_text(encoding="utf-8").splitlines()
-             if line.startswith("|")]
+    table = results_table()
     CHAPTER.write_text(head + BEGIN + "\n" + "\n".join(table) + "\n" + END + tail,
                        encoding="utf-8")
     print(f"{CHAPTER.relative_to(ROOT)}: {len(table)} table lines from "
