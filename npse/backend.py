@@ -8,6 +8,7 @@ or ``cupy``) and can be switched at run time with :func:`set_backend`.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -60,6 +61,18 @@ def set_backend(name: str) -> None:
     if name == "cupy":
         _import_cupy()
     _active = name
+
+
+@contextlib.contextmanager
+def using(name: str):
+    """``with backend.using("cupy"): ...``: ``name`` is the active backend inside the block, and
+    whatever was active before is again after it, also when the block raises."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
 
 
 def get_backend() -> str:

@@ -244,7 +244,7 @@ def _run_evaluate(args) -> int:
     previous = backend.get_backend()
     backend.set_backend(args.backend)
     try:
-        data = T._load_dataset(config)
+        data = T.load_dataset(config)
         loss, acc, per_class = T.evaluate(model, data.x_test, data.y_test, meta["mean"],
                                           meta["std"], args.batch_size)
     finally:

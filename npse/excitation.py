@@ -532,7 +532,7 @@ def command(args) -> int:
     """``npse excitation``: load, check, analyse, plot; prints where everything went."""
     import sys
 
-    from .train import CHECKPOINT, TrainConfig, _load_dataset, load_model_for_inference
+    from .train import CHECKPOINT, TrainConfig, load_dataset, load_model_for_inference
 
     path = Path(args.checkpoint)
     if path.is_dir():
@@ -548,7 +548,7 @@ def command(args) -> int:
     out = Path(args.out) if args.out else path.parent / "excitation"
     config = TrainConfig.from_dict(meta["config"])
     config.data_dir, config.download = args.data_dir, args.download
-    data = _load_dataset(config)
+    data = load_dataset(config)
     given = [f"npse excitation {args.checkpoint}"] + (["--data-dir DIR"] if args.data_dir else [])
     given += [f"--out {args.out}"] if args.out else []
     given += [f"--classes {','.join(args.classes)}"] if args.classes else []

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy
 
 from . import backend
-from .checkpoint import parameter_bound
+from .models.loading import parameter_bound
 from .nn import cross_entropy_backward, cross_entropy_forward, no_grad
 from .nn.workspace import clear_all as clear_workspaces
 

@@ -6,33 +6,9 @@ learning rate at the end of each epoch. matplotlib is an optional dependency
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .train import CURVES, METRICS, METRIC_KEYS
-
-
-def read_metrics(path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` file; ValueError naming the line for a bad one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics file: {path} does not exist (is it a run directory "
-                                f"of npse train?)")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({e})") from None
-        missing = [k for k in METRIC_KEYS if not isinstance(record, dict) or k not in record]
-        if missing:
-            raise ValueError(f"{path}, line {number}: lacks {', '.join(missing)}")
-        records.append(record)
-    if not records:
-        raise ValueError(f"{path} holds no epochs yet")
-    return records
+from .rundir import CURVES, METRICS, read_metrics
 
 
 def _pyplot():
@@ -49,6 +25,8 @@ def plot_run(out, output=None) -> Path:
     """Draw the curves of the run in directory ``out`` to ``output`` (default OUT/curves.png)."""
     out = Path(out)
     records = read_metrics(out / METRICS)
+    if not records:
+        raise ValueError(f"{out / METRICS} holds no epochs yet")
     plt = _pyplot()
     output = out / CURVES if output is None else Path(output)
     epochs = [r["epoch"] for r in records]

@@ -11,8 +11,8 @@ One run lives in one output directory ``OUT``:
 
 Resuming checks that the run continues what it claims to: the checkpoint's metadata field by
 field (:func:`open_run_checkpoint`), the configuration against the run's
-(:func:`_read_for_resume`, :func:`resume_config`), and the data against the fingerprint stored
-with it (:func:`data_fingerprint`, :func:`_check_same_data`).
+(:func:`read_for_resume`, :func:`resume_config`), and the data against the fingerprint stored
+with it (:func:`data_fingerprint`, :func:`check_same_data`).
 
 Crash safety: the checkpoint, which holds the metrics list, is written first, the metrics line
 after it (:func:`write_epoch`). A crash between the two leaves a checkpoint one line ahead of
@@ -30,16 +30,14 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy
 
 from . import backend
 from .checkpoint import (CheckpointError, CheckpointReader, Entry, add_prefix, check_entries,
-                         model_from_checkpoint, save_checkpoint)
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
+                         save_checkpoint)
+from .config import METRIC_KEYS, RUNTIME_FIELDS, TrainConfig
+from .models.loading import model_from_checkpoint
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -56,10 +54,6 @@ CHECKPOINT_FORMAT = "npse-train-checkpoint"
 
 CHECKPOINT_VERSION = 1
 
-# Fields that may change between a run and its resumption without changing what is computed
-# (eval_batch_size and backend can change the last bits of the numbers, by the user's choice).
-RUNTIME_FIELDS = ("out", "data_dir", "download", "backend", "quiet", "resume", "overwrite",
-                  "eval_batch_size")
 
 def default_out(model: str) -> str:
     """``runs/<model>-<YYYYmmdd-HHMMSS>``: the output directory when none is given."""
@@ -70,7 +64,7 @@ def holds_run(out) -> bool:
     out = Path(out)
     return (out / CHECKPOINT).exists() or (out / METRICS).exists()
 
-def _check_out(out: Path, config: TrainConfig) -> None:
+def check_out(out: Path, config: TrainConfig) -> None:
     """Refuse, before any work, an ``out`` that is a file or that holds files npse would write
     (unless ``overwrite``, or ``resume`` of the run there)."""
     if out.exists() and not out.is_dir():
@@ -124,7 +118,7 @@ def data_fingerprint(x_train, y_train, x_test, y_test) -> dict:
             "test_labels": digest(numpy.asarray(y_test, dtype=numpy.int64)),
             "test_pixels": digest(x_test[::FINGERPRINT_EVERY])}
 
-def _check_same_data(out: Path, meta: dict, now: dict) -> None:
+def check_same_data(out: Path, meta: dict, now: dict) -> None:
     """Refuse to resume on other data than the run's; warn once if the run has no fingerprint."""
     saved = meta["data"]
     hint = f"check --data-dir (the run used {meta.get('data_dir') or 'the default data directory'})"
@@ -143,6 +137,31 @@ def _check_same_data(out: Path, meta: dict, now: dict) -> None:
         raise ValueError(f"cannot resume {out}: the {', '.join(changed)} differ from the run's "
                          f"(same numbers of images); {hint}")
 
+def read_metrics(path) -> list[dict]:
+    """The epoch records of a ``metrics.jsonl`` file, in order (an empty file gives ``[]``).
+
+    FileNotFoundError when there is no such file; ValueError naming the line for one that is not
+    an epoch record (JSON holding every key of :data:`~npse.config.METRIC_KEYS`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics file: {path} does not exist (is it a run directory "
+                                f"of npse train?)")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({e})") from None
+        missing = [k for k in METRIC_KEYS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ValueError(f"{path}, line {number}: not an epoch record, it lacks "
+                             f"{', '.join(missing)}")
+        records.append(record)
+    return records
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write under a temporary name, then rename: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -156,7 +175,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
 
-def _metrics_text(metrics) -> str:
+def metrics_text(metrics) -> str:
     return "".join(json.dumps(m) + "\n" for m in metrics)
 
 def _real(v) -> bool:
@@ -169,8 +188,6 @@ def _shown(v) -> str:
 def _check_run_meta(meta: dict, where, resume: bool) -> TrainConfig:
     """The configuration of a training checkpoint's metadata ``meta``, after checking every field
     that evaluating (and, with ``resume``, continuing) the run relies on."""
-    from .train import TrainConfig     # late: npse.train imports this module
-
     def fail(why):
         raise CheckpointError(f"{where}: {why}")
 
@@ -218,7 +235,6 @@ def _check_run_meta(meta: dict, where, resume: bool) -> TrainConfig:
 
 def _check_resume_meta(meta: dict, fail) -> None:
     """What continuing a run needs beyond evaluation: its metrics so far, its data description."""
-    from .train import METRIC_KEYS     # late: npse.train imports this module
     metrics = meta["metrics"]
     if len(metrics) != meta["epoch"]:
         fail(f"'metrics' has {len(metrics)} entries for {meta['epoch']} epochs")
@@ -271,7 +287,7 @@ def load_model_for_inference(path, backend_name: str = "numpy"):
 
     Reads full training checkpoints and weights-only ones (``model.*`` entries, no ``optim.*``).
     Everything in the file is checked before memory is spent on it and the weights must be
-    finite (see :func:`npse.checkpoint.model_from_checkpoint`); a bad file is a
+    finite (see :func:`npse.models.loading.model_from_checkpoint`); a bad file is a
     :class:`~npse.checkpoint.CheckpointError` (a ValueError) naming the file and the problem.
     ``meta["mean"]`` / ``meta["std"]`` are three finite numbers each, std > 0.
     """
@@ -289,7 +305,7 @@ def read_checkpoint_meta(path) -> tuple[dict, dict]:
     with reader:
         return {key: reader.read(key) for key in reader.entries}, meta
 
-def _read_for_resume(out: Path, config: TrainConfig):
+def read_for_resume(out: Path, config: TrainConfig):
     """``(meta, model, optimiser state)`` of the run in ``out``, everything checked: the
     configuration must be the run's, the file a full training checkpoint."""
     path = out / CHECKPOINT
@@ -325,8 +341,6 @@ def resume_config(out, **given) -> TrainConfig:
     (:data:`RUNTIME_FIELDS`) are taken from it; a training option that differs from the
     checkpoint's is a ValueError, since the resumed run would no longer repeat the original.
     """
-    from .train import TrainConfig     # late: npse.train imports this module
-
     path = Path(out) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"nothing to resume: {path} does not exist")
@@ -355,10 +369,10 @@ def resume_config(out, **given) -> TrainConfig:
     config.out, config.resume, config.overwrite = str(out), True, False
     return config
 
-def _prepare_out(out: Path, config: TrainConfig) -> None:
+def prepare_out(out: Path, config: TrainConfig) -> None:
     """Make ``out`` ready to write: with ``overwrite`` delete npse's own files there (and nothing
     else); on resume or overwrite remove the temporaries a killed run left behind."""
-    _check_out(out, config)     # again: the directory may have changed while the data loaded
+    check_out(out, config)     # again: the directory may have changed while the data loaded
     if config.overwrite and out.is_dir():
         for name in OWN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -369,7 +383,7 @@ def _prepare_out(out: Path, config: TrainConfig) -> None:
     if config.resume or config.overwrite:
         _remove_stale_temporaries(out)
 
-def _write_failed(error: OSError, what: Path, out: Path, kept_metrics) -> OSError:
+def write_failed_error(error: OSError, what: Path, out: Path, kept_metrics) -> OSError:
     """An error for a failed write of ``what`` that says what is intact and how to go on."""
     full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
     why = "the disk is full" if full else (error.strerror or str(error))
@@ -382,7 +396,7 @@ def _write_failed(error: OSError, what: Path, out: Path, kept_metrics) -> OSErro
             " after freeing some space" if full else "")
     return OSError(f"could not write {what}: {why}. {after}")
 
-def _kept(out: Path, metrics) -> str:
+def kept_message(out: Path, metrics) -> str:
     """What a stopped run leaves behind, for the error message."""
     if not metrics:
         return "No checkpoint was written (no epoch finished)"
@@ -402,9 +416,9 @@ def write_epoch(out: Path, model, optimizer, config: TrainConfig, record: dict, 
             "config": config.training_dict(), "model_config": model.config, "metrics": metrics,
             **meta})
     except OSError as e:
-        raise _write_failed(e, out / CHECKPOINT, out, metrics[:-1]) from e
+        raise write_failed_error(e, out / CHECKPOINT, out, metrics[:-1]) from e
     try:
         with open(out / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
     except OSError as e:    # the checkpoint has the line: a resume rewrites the file from it
-        raise _write_failed(e, out / METRICS, out, metrics) from e
+        raise write_failed_error(e, out / METRICS, out, metrics) from e

@@ -170,7 +170,8 @@ def train_reference(config, device="cpu", log=print) -> dict:
 
     from . import models
     from .data import channel_stats, iterate_batches, load_cifar10, load_cifar100, num_batches, subset
-    from .train import METRICS, _make_schedule, holds_run   # the schedule npse itself uses
+    from .config import make_schedule   # the schedule npse itself uses
+    from .rundir import METRICS, holds_run
 
     config.validate()
     out = Path(config.out) if config.out else None
@@ -185,7 +186,7 @@ def train_reference(config, device="cpu", log=print) -> dict:
     x_test, y_test = subset(data.x_test, data.y_test, config.test_subset, seed=0)   # as npse does
     mean, std = (a.tolist() for a in channel_stats(x_train))
     steps = num_batches(len(y_train), config.batch_size)
-    schedule = _make_schedule(config, steps)
+    schedule = make_schedule(config, steps)
     # --no-decay-bn-bias exempts the 1-D parameters (BatchNorm, biases), as skip_bn_and_bias does
     decayed = [p for p in model.parameters() if config.decay_bn_bias or p.ndim > 1]
     exempt = [p for p in model.parameters() if not config.decay_bn_bias and p.ndim <= 1]

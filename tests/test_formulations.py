@@ -20,7 +20,8 @@ from hypothesis import assume, given, strategies as st
 
 from conftest import UseBackend, to_backend
 from npse import fast, models, nn
-from npse.checkpoint import CheckpointReader, model_from_checkpoint
+from npse.checkpoint import CheckpointReader
+from npse.models.loading import model_from_checkpoint
 from npse.fast import FAST, FORMULATIONS, REFERENCE, ExecutionPolicy, SharedWorkspaces
 from npse.fast import patches
 from npse.fast.reductions import channel_dot, channel_sum, spatial_dot, spatial_mean

@@ -53,7 +53,7 @@ def outcome(path):
         reader, meta, config = T.open_run_checkpoint(path, resume=True)
         reader.close()
         config.out, config.resume = str(path.parent), True
-        T._read_for_resume(path.parent, config)
+        T.read_for_resume(path.parent, config)
         return "ok"
     except CheckpointError as e:
         message = str(e)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import npse.data.cifar as cifar
 import npse.train as T
 from npse import checkpoint, memory
+from npse.models import loading
 from npse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from npse.cli import main
 from npse.models import build_model
@@ -118,7 +119,7 @@ def test_parameter_bound_counts_the_built_models():
         state = model.state_dict().values()
         # An int64 counter per BatchNorm counts as two float32 values in the bound.
         exact = sum(int(v.size) * (2 if v.dtype == np.int64 else 1) for v in state)
-        bound = checkpoint.parameter_bound(model.config)
+        bound = loading.parameter_bound(model.config)
         assert exact <= bound <= 1.05 * exact, (name, kw, exact, bound)
 
 
