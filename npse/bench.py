@@ -12,7 +12,6 @@ Chapter: docs/B-speed.md.
 """
 from __future__ import annotations
 
-import argparse
 import cProfile
 import os
 import platform
@@ -24,64 +23,11 @@ import tracemalloc
 import numpy
 
 from . import backend
-from .fast.policy import MEMORY_FORMATS, ExecutionPolicy, policy_from_memory_format
+from .fast.policy import ExecutionPolicy, policy_from_memory_format
+from .step import Setup
 
 CATEGORIES = ("im2col", "GEMM + layout copies", "col2im", "BatchNorm", "element-wise (ReLU, SE, pool, add, fc)",
               "loss", "optimizer", "Python overhead")
-
-
-def _names(text):
-    """argparse type: a non-empty comma-separated list of model names."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated model names such as "
-                                         f"se_resnet20,resnet20, got {text!r}")
-    return names
-
-
-def _sizes(text):
-    """argparse type: a non-empty comma-separated list of batch sizes >= 2."""
-    try:
-        sizes = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or any(b < 2 for b in sizes):
-        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes >= 2 such as "
-                                         f"32,128, got {text!r}")
-    return sizes
-
-
-def _repeats(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def add_arguments(parser):
-    parser.add_argument("--models", type=_names, default="se_resnet20,se_resnet56",
-                        help="comma-separated model names (default: se_resnet20,se_resnet56)")
-    parser.add_argument("--batch-sizes", type=_sizes, default="32,128,512",
-                        help="comma-separated, each >= 2 (default: 32,128,512)")
-    parser.add_argument("--repeats", type=_repeats, default=5, help="timed steps per measurement (default 5)")
-    parser.add_argument("--backend", choices=backend.BACKENDS, default=None)
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
-    parser.add_argument("--no-profile", action="store_true", help="skip the profile")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto",
-                        help="how the model stores its activations (default auto: channels last on NumPy, "
-                             "contiguous on CuPy; npse.nn.layout)")
-    parser.add_argument("--no-fused", action="store_true",
-                        help="the plain array expressions instead of the fused CuPy kernels (GPU only)")
-    parser.add_argument("--reference", action="store_true",
-                        help="time the reference layers of npse.nn only (the execution policy "
-                             "npse.fast.REFERENCE); --memory-format and --no-fused then do not apply")
-    parser.add_argument("--quick", action="store_true",
-                        help="se_resnet20 at batch 128 only, 2 repeats (a one-minute look)")
 
 
 def _sync(xp):
@@ -102,36 +48,6 @@ def _median_time(fn, repeats, xp, warmup=2):
         _sync(xp)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-class Setup:
-    """A model under ``policy``, its optimizer and loss (as ``npse train`` builds them), and one
-    fixed random batch on the active backend. ``model``: a model name, or a built model (the
-    study's probe passes an arm's network)."""
-
-    def __init__(self, model, batch, policy: ExecutionPolicy):
-        from . import models, nn, optim
-        self.xp = backend.module()
-        if isinstance(model, str):
-            model = models.build_model(model)
-        self.model = model.use_policy(policy)
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.optimizer = optim.SGD(self.model.named_parameters(), lr=0.01, momentum=0.9, nesterov=True,
-                                   weight_decay=5e-4, fused=policy.fused)
-        rng = numpy.random.default_rng(0)
-        self.x = backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(numpy.float32))
-        self.y = backend.to_device(rng.integers(0, 10, batch))
-
-    def train_step(self):
-        from .step import train_step
-        self.model.train()
-        train_step(self.model, self.loss_fn, self.optimizer, self.x, self.y)
-
-    def eval_step(self):
-        from .nn import no_grad
-        self.model.eval()
-        with no_grad():
-            self.model(self.x)
 
 
 def _torch_steps(config, batch, device):
@@ -384,19 +300,32 @@ def policy_of(args) -> ExecutionPolicy:
                                      reference=args.reference)
 
 
-def run(args, policy: ExecutionPolicy | None = None) -> int:
-    """``npse bench``; ``policy`` (default: the one the options name) is what every model timed
-    here runs under. The active backend is restored afterwards."""
-    kept = backend.get_backend()
-    try:
-        return _run(args, policy_of(args) if policy is None else policy)
-    finally:
-        backend.set_backend(kept)
+def run_benchmarks(args, policy: ExecutionPolicy | None = None) -> int:
+    """Everything ``npse bench`` prints, for its parsed options ``args``; ``policy`` (default:
+    the one the options name) is what every model timed here runs under. The active backend is
+    restored afterwards."""
+    policy = policy_of(args) if policy is None else policy
+    with backend.using(args.backend or backend.get_backend()):
+        model_names, batches, repeats = _request(args)
+        use_torch = not args.no_torch and _torch_found()
+        print(f"machine: {machine_description()}")
+        print(policy.describe())
+        xp = backend.module()
+        print(f"activations stored {'channels last' if policy.stores_channels_last(xp) else 'contiguous'}"
+              f" (--memory-format {args.memory_format})\n")
+        results, torch_train = _throughput_table(model_names, batches, repeats, policy, use_torch,
+                                                 not args.no_memory)
+        _scaling_lines(model_names, batches, results)
+        first, batch = model_names[0], (128 if 128 in batches else batches[0])
+        if not args.no_layers:
+            _layer_table(Setup(first, batch, policy), first, batch, repeats)
+        if not args.no_profile:
+            _profile_report(first, batch, batches, repeats, policy, torch_train.get(first))
+    return 0
 
 
-def _run(args, policy: ExecutionPolicy) -> int:
-    if args.backend:
-        backend.set_backend(args.backend)
+def _request(args):
+    """``(model names, batch sizes, repeats)`` the options ask for, checked."""
     from . import models
     model_names = ["se_resnet20"] if args.quick else list(args.models)
     batches = [128] if args.quick else list(args.batch_sizes)
@@ -406,25 +335,30 @@ def _run(args, policy: ExecutionPolicy) -> int:
             raise ValueError(f"unknown model {m!r}; choose from {', '.join(models.MODELS)}")
     if any(b < 2 for b in batches) or repeats < 1:
         raise ValueError("batch sizes must be >= 2 and --repeats >= 1")
+    return model_names, batches, repeats
+
+
+def _torch_found() -> bool:
+    """Whether PyTorch can run the comparison (set to as many threads as there are CPUs)."""
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch not installed: no comparison (it is never needed by npse)")
+        return False
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"PyTorch {torch.__version__} found: running the same network in it ({torch.get_num_threads()} threads)")
+    return True
+
+
+def _throughput_table(model_names, batches, repeats, policy, use_torch, memory):
+    """Print images/s (and peak memory, and PyTorch's) of every model x batch size; return
+    ``({(name, batch): seconds per training step}, {name: PyTorch's training img/s at batch
+    128})``."""
+    from . import models
     xp = backend.module()
     on_gpu = backend.get_backend() == "cupy"
-    device = "cuda" if on_gpu else "cpu"
-    use_torch = not args.no_torch
-    if use_torch:
-        try:
-            import torch
-            torch.set_num_threads(os.cpu_count() or 1)
-            print(f"PyTorch {torch.__version__} found: running the same network in it ({torch.get_num_threads()} threads)")
-        except ImportError:
-            use_torch = False
-            print("PyTorch not installed: no comparison (it is never needed by npse)")
-    print(f"machine: {machine_description()}")
-    print(policy.describe())
-    print(f"activations stored {'channels last' if policy.stores_channels_last(xp) else 'contiguous'}"
-          f" (--memory-format {args.memory_format})\n")
-
     header = f"{'model':<14}{'batch':>6}{'train img/s':>13}{'eval img/s':>12}{'ms/step':>10}"
-    header += f"{'peak MB':>9}" if not args.no_memory else ""
+    header += f"{'peak MB':>9}" if memory else ""
     header += f"{'torch train':>13}{'torch eval':>12}{'train x':>9}{'eval x':>8}" if use_torch else ""
     print(header)
     results, torch_train = {}, {}
@@ -434,7 +368,8 @@ def _run(args, policy: ExecutionPolicy) -> int:
             sync = (lambda: _sync(xp))
             steps = [(setup.train_step, sync), (setup.eval_step, sync)]
             if use_torch:
-                t_train, t_eval, t_sync = _torch_steps(models.build_model(name).config, batch, device)
+                t_train, t_eval, t_sync = _torch_steps(models.build_model(name).config, batch,
+                                                       "cuda" if on_gpu else "cpu")
                 steps += [(t_train, t_sync), (t_eval, t_sync)]
             times = interleaved_times(steps, repeats, warmup=5 if on_gpu else 2,
                                       pause=0.5 if use_torch and not on_gpu else 0.0)
@@ -442,7 +377,7 @@ def _run(args, policy: ExecutionPolicy) -> int:
             results[(name, batch)] = step
             line = f"{name:<14}{batch:>6}{batch / step:>13.1f}{batch / ev:>12.1f}{step * 1e3:>10.0f}"
             del setup, steps
-            if not args.no_memory:
+            if memory:
                 line += f"{_peak_step_memory(name, batch, policy) / 2**20:>9.0f}"
             if use_torch:
                 torch_img_s = [batch / times[2], batch / times[3]]
@@ -452,6 +387,10 @@ def _run(args, policy: ExecutionPolicy) -> int:
                          f"{times[2] / step:>9.2f}{times[3] / ev:>8.2f}")
             print(line, flush=True)
     print()
+    return results, torch_train
+
+
+def _scaling_lines(model_names, batches, results) -> None:
     for name in model_names:
         if (name, 128) in results and (name, 512) in results:
             print(f"{name}: one step at batch 512 costs {results[(name, 512)] / results[(name, 128)]:.2f}x "
@@ -461,32 +400,35 @@ def _run(args, policy: ExecutionPolicy) -> int:
             print(f"batch {batch}: SE-ResNet-56 step costs {results[('se_resnet56', batch)] / results[('se_resnet20', batch)]:.2f}x "
                   f"SE-ResNet-20's (about 2.8x the work)")
 
-    first, batch = model_names[0], (128 if 128 in batches else batches[0])
-    if not args.no_layers:
-        setup = Setup(first, batch, policy)
-        print(f"\nper layer, {first}, batch {batch} (each layer timed alone; ms)")
-        print(f"{'layer':<26}{'type':<18}{'input':<16}{'forward':>9}{'backward':>10}")
-        rows = layer_times(setup, repeats)
-        for n, t, shape, f, b in rows:
-            print(f"{n:<26}{t:<18}{shape:<16}{f:>9.2f}{b:>10.2f}")
-        print(f"{'sum':<60}{sum(r[3] for r in rows):>9.1f}{sum(r[4] for r in rows):>10.1f}")
-    if not args.no_profile:
-        setup = Setup(first, batch, policy)
-        if on_gpu:
-            for b in sorted(set(batches)):
-                host, whole = host_and_device_time(Setup(first, b, policy), repeats)
-                print(f"\n{first}, batch {b}: the host issues a training step in {host * 1e3:.1f} ms; "
-                      f"the step takes {whole * 1e3:.1f} ms until the GPU is done"
-                      + (" (launch-bound: the GPU waits for Python)" if host > 0.8 * whole else ""))
-        floor = conv_gemm_floor(setup, repeats)
-        step = _median_time(setup.train_step, repeats, xp)
-        print(f"\n{first}, batch {batch}: the convolutions' matrix products alone (each timed on its own) "
-              f"take {floor * 1e3:.0f} ms of a {step * 1e3:.0f} ms training step ({100 * floor / step:.0f}%); "
-              f"with nothing else, a step would run at {batch / floor:.0f} img/s"
-              + (f" ({batch / floor / torch_train[first]:.2f}x PyTorch)" if first in torch_train else ""))
-        total, spent = profile_step(setup)
-        print(f"\nprofile of one training step, {first}, batch {batch}: {total * 1e3:.0f} ms (under cProfile)"
-              + ("; on the GPU these are host-side times (issuing the work), not kernel times" if on_gpu else ""))
-        for cat in CATEGORIES:
-            print(f"  {cat:<42}{spent[cat] * 1e3:>8.1f} ms  {100 * spent[cat] / total:>5.1f}%")
-    return 0
+
+def _layer_table(setup, name, batch, repeats) -> None:
+    print(f"\nper layer, {name}, batch {batch} (each layer timed alone; ms)")
+    print(f"{'layer':<26}{'type':<18}{'input':<16}{'forward':>9}{'backward':>10}")
+    rows = layer_times(setup, repeats)
+    for n, t, shape, f, b in rows:
+        print(f"{n:<26}{t:<18}{shape:<16}{f:>9.2f}{b:>10.2f}")
+    print(f"{'sum':<60}{sum(r[3] for r in rows):>9.1f}{sum(r[4] for r in rows):>10.1f}")
+
+
+def _profile_report(first, batch, batches, repeats, policy, torch_img_s) -> None:
+    """The host/device split (GPU), the convolutions' GEMM floor and the profile by category."""
+    xp = backend.module()
+    on_gpu = backend.get_backend() == "cupy"
+    setup = Setup(first, batch, policy)
+    if on_gpu:
+        for b in sorted(set(batches)):
+            host, whole = host_and_device_time(Setup(first, b, policy), repeats)
+            print(f"\n{first}, batch {b}: the host issues a training step in {host * 1e3:.1f} ms; "
+                  f"the step takes {whole * 1e3:.1f} ms until the GPU is done"
+                  + (" (launch-bound: the GPU waits for Python)" if host > 0.8 * whole else ""))
+    floor = conv_gemm_floor(setup, repeats)
+    step = _median_time(setup.train_step, repeats, xp)
+    print(f"\n{first}, batch {batch}: the convolutions' matrix products alone (each timed on its own) "
+          f"take {floor * 1e3:.0f} ms of a {step * 1e3:.0f} ms training step ({100 * floor / step:.0f}%); "
+          f"with nothing else, a step would run at {batch / floor:.0f} img/s"
+          + (f" ({batch / floor / torch_img_s:.2f}x PyTorch)" if torch_img_s else ""))
+    total, spent = profile_step(setup)
+    print(f"\nprofile of one training step, {first}, batch {batch}: {total * 1e3:.0f} ms (under cProfile)"
+          + ("; on the GPU these are host-side times (issuing the work), not kernel times" if on_gpu else ""))
+    for cat in CATEGORIES:
+        print(f"  {cat:<42}{spent[cat] * 1e3:>8.1f} ms  {100 * spent[cat] / total:>5.1f}%")

@@ -17,7 +17,40 @@ def build_torch_model(config):
     import torch
     from torch import nn
 
-    dtype = getattr(torch, config["dtype"])
+    block_class = _block_class(config)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            bottleneck = config["block"] == "bottleneck"
+            n = (config["depth"] - 2) // (9 if bottleneck else 6)
+            widths = config["widths"]
+            self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(widths[0])
+            cin = widths[0]
+            for stage, planes in enumerate(widths, start=1):
+                blocks = []
+                for i in range(n):
+                    stride = 2 if stage > 1 and i == 0 else 1
+                    se = config["se"] if stage in config["se_stages"] else None
+                    blocks.append(block_class(cin, planes, stride, se, bottleneck))
+                    cin = planes * (4 if bottleneck else 1)
+                setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+            self.fc = nn.Linear(cin, config["num_classes"])
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(x.mean((2, 3)))
+
+    return Net().to(getattr(torch, config["dtype"]))
+
+
+def _se_class(config):
+    """The SE block of ``config`` (squeeze, excitation gate, reduction, biases) as a torch class."""
+    import torch
+    from torch import nn
+
     gates = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 
     class SE(nn.Module):
@@ -31,6 +64,17 @@ def build_torch_model(config):
             z = x.mean((2, 3)) if config["se_squeeze"] == "avg" else x.amax((2, 3))
             s = gates[config["se_excitation"]](self.fc2(torch.relu(self.fc1(z))))
             return x * s[:, :, None, None]
+
+    return SE
+
+
+def _block_class(config):
+    """The residual block of ``config`` (basic or bottleneck, shortcut A or B, any SE variant but
+    3x3 and nosqueeze) as a torch class."""
+    import torch
+    from torch import nn
+
+    SE = _se_class(config)
 
     class ShortcutA(nn.Module):
         def __init__(self, cin, cout, stride):
@@ -90,31 +134,7 @@ def build_torch_model(config):
             out = torch.relu(f + s)
             return self.se(out) if v == "post" else out
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            bottleneck = config["block"] == "bottleneck"
-            n = (config["depth"] - 2) // (9 if bottleneck else 6)
-            widths = config["widths"]
-            self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(widths[0])
-            cin = widths[0]
-            for stage, planes in enumerate(widths, start=1):
-                blocks = []
-                for i in range(n):
-                    stride = 2 if stage > 1 and i == 0 else 1
-                    se = config["se"] if stage in config["se_stages"] else None
-                    blocks.append(Block(cin, planes, stride, se, bottleneck))
-                    cin = planes * (4 if bottleneck else 1)
-                setattr(self, f"layer{stage}", nn.Sequential(*blocks))
-            self.fc = nn.Linear(cin, config["num_classes"])
-
-        def forward(self, x):
-            x = torch.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(x.mean((2, 3)))
-
-    return Net().to(dtype)
+    return Block
 
 
 def load_npse_state(torch_model, npse_state):
@@ -141,21 +161,22 @@ PROG = "python -m npse.torch_reference"
 
 def build_parser():
     """The command line: ``train`` with the options of ``npse train``, plus --device, --threads."""
-    from .cli import _add_train, _Parser, _positive_int
-    parser = _Parser(prog=PROG, description="The PyTorch twin of npse's models, for reference runs.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_train(sub)                                    # the same options as `npse train`
-    p = sub.choices["train"]
-    p.description = (
-        "Train the PyTorch twin of an npse model with npse's recipe and data pipeline (same "
-        "initial weights, subset, normalisation, shuffle, augmentation and learning-rate "
-        "schedule); PyTorch computes the passes and the SGD step. Prints one line per epoch and, "
-        "with --out, writes OUT/metrics.jsonl in npse's format (for `npse plot OUT`). "
-        "--resume, --overwrite and --backend do not apply here.")
-    p.epilog = "Needs PyTorch (pip install torch); npse itself never does."
+    from .commands.options import Parser, add_train_options, positive_int
+    parser = Parser(prog=PROG, description="The PyTorch twin of npse's models, for reference runs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    p = sub.add_parser(
+        "train", help="train the PyTorch twin of an npse model",
+        description=(
+            "Train the PyTorch twin of an npse model with npse's recipe and data pipeline (same "
+            "initial weights, subset, normalisation, shuffle, augmentation and learning-rate "
+            "schedule); PyTorch computes the passes and the SGD step. Prints one line per epoch "
+            "and, with --out, writes OUT/metrics.jsonl in npse's format (for `npse plot OUT`). "
+            "--resume, --overwrite and --backend do not apply here."),
+        epilog="Needs PyTorch (pip install torch); npse itself never does.")
+    add_train_options(p)                               # the same options as `npse train`
     g = p.add_argument_group("PyTorch")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    g.add_argument("--threads", type=_positive_int,
+    g.add_argument("--threads", type=positive_int,
                    help="torch CPU threads (default: PyTorch's choice)")
     return parser
 
@@ -208,21 +229,10 @@ def train_reference(config, device="cpu", log=print) -> dict:
         f"images, {steps} iterations per epoch; {schedule.describe()}")
     iteration, record = 0, None
     for epoch in range(config.epochs):
-        model.train()
-        started, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
-        for xb, yb in batches(x_train, y_train, config.batch_size, train_epoch=epoch):
-            lr = schedule(iteration)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            logits = model(xb)
-            loss = torch.nn.functional.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=False)
-            loss.backward()
-            opt.step()
-            iteration += 1
-            loss_sum += loss.item() * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
-            seen += len(yb)
+        started = time.perf_counter()
+        loss_sum, correct, seen, lr, iteration = _torch_epoch(
+            model, opt, schedule, batches(x_train, y_train, config.batch_size, train_epoch=epoch),
+            iteration)
         train_seconds = time.perf_counter() - started
         model.eval()
         test_loss, test_right = 0.0, 0
@@ -244,39 +254,56 @@ def train_reference(config, device="cpu", log=print) -> dict:
     return record
 
 
+def _torch_epoch(model, opt, schedule, batches, iteration):
+    """One training epoch of the twin, the learning rate set per iteration as npse sets it;
+    ``(summed loss, correct predictions, images, last lr, iteration)``."""
+    import torch
+
+    model.train()
+    loss_sum, correct, seen, lr = 0.0, 0, 0, None
+    for xb, yb in batches:
+        lr = schedule(iteration)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        logits = model(xb)
+        loss = torch.nn.functional.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        opt.step()
+        iteration += 1
+        loss_sum += loss.item() * len(yb)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(yb)
+    return loss_sum, correct, seen, lr, iteration
+
+
 def main(argv=None) -> int:
     """``python -m npse.torch_reference train ...``; returns the exit status."""
-    import sys
-
-    from .cli import _train_config
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 0
+    from .commands import options
+    args, status = options.parse(build_parser(), argv)
+    if args is None:
+        return status
     if args.command != "train":
-        print(f"{PROG}: error: a command is required: train (see '{PROG} --help')", file=sys.stderr)
+        options.fail(PROG, f"a command is required: train (see '{PROG} --help')")
         return 2
+    return options.guarded(_run_train, args, PROG)
+
+
+def _run_train(args) -> int:
+    from .commands.options import train_config
+    if args.resume or args.overwrite or args.backend not in (None, "numpy"):
+        raise ValueError("--resume, --overwrite and --backend are options of npse train only")
     try:
-        if args.resume or args.overwrite or args.backend not in (None, "numpy"):
-            raise ValueError("--resume, --overwrite and --backend are options of npse train only")
-        try:
-            import torch
-        except ImportError:
-            raise ImportError("PyTorch is not installed (pip install torch); npse itself never "
-                              "needs it, only this reference script does") from None
-        out_given = args.out
-        config = _train_config(args)
-        config.out = out_given
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        record = train_reference(config, device=args.device)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+        import torch
+    except ImportError:
+        raise ImportError("PyTorch is not installed (pip install torch); npse itself never "
+                          "needs it, only this reference script does") from None
+    out_given = args.out
+    config = train_config(args)
+    config.out = out_given
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = train_reference(config, device=args.device)
     print(f"final test accuracy {100 * record['test_acc']:.2f}%")
     return 0
 

@@ -28,7 +28,7 @@ def probe_worker(spec: dict) -> int:
     """One process of the probe (``python -m npse.study --probe-worker SPEC``): warm up, print
     ``ready``, wait for a line on stdin, train for ``spec["seconds"]``, print the images/s."""
     from .. import backend
-    from ..bench import Setup
+    from ..step import Setup
     from ..fast import FAST
     from ..models import build_model
     backend.set_backend(spec["backend"])
