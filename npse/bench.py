@@ -237,7 +237,7 @@ def conv_gemm_floor(setup, repeats=3):
     """
     from .models.summary import leaf_modules
     from .nn import Conv2d
-    from .nn.layout import is_channels_last
+    from .fast.layout import is_channels_last
     xp = setup.xp
     convs = [(n, m) for n, m in leaf_modules(setup.model) if isinstance(m, Conv2d)]
     inputs = _layer_inputs(setup, convs)

@@ -16,7 +16,7 @@ import numpy
 from . import backend
 from .checkpoint import parameter_bound
 from .nn import cross_entropy_backward, cross_entropy_forward, no_grad
-from .nn.workspace import clear_all as clear_workspaces
+from .fast.workspace import clear_all as clear_workspaces
 
 
 def available_memory() -> int | None:

@@ -25,7 +25,7 @@ from npse.fast import FAST, FORMULATIONS, REFERENCE, ExecutionPolicy, SharedWork
 from npse.fast import patches
 from npse.fast.reductions import channel_dot, channel_sum, spatial_dot, spatial_mean
 from npse.gradcheck import relative_error
-from npse.nn.layout import is_channels_last, nhwc, to_channels_last
+from npse.fast.layout import is_channels_last, nhwc, to_channels_last
 from strategies import batch, normal, seeds, window_cases
 
 TOL = 1e-12

@@ -25,7 +25,7 @@ from npse.models import build_model
 from npse.models.resnet import ShortcutA
 from npse.nn import (AvgPool2d, BatchNorm2d, Conv2d, CrossEntropyLoss, Flatten, GlobalAvgPool2d,
                      GlobalMaxPool2d, Linear, MaxPool2d, ReLU, SEBlock, Sequential, Sigmoid, Tanh)
-from npse.nn.layout import to_channels_last
+from npse.fast.layout import to_channels_last
 from npse.optim import SGD
 from test_cli import TOY, assert_one_line_error, run_cli
 from test_train import write_cifar10

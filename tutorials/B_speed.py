@@ -13,7 +13,7 @@ from npse.fast.batchnorm2d import BatchNorm2dFormulations
 from npse.fast.conv2d import Conv2dFormulations
 from npse.fast.reductions import channel_sum
 from npse.gradcheck import relative_error
-from npse.nn.layout import is_channels_last, nhwc, to_channels_last
+from npse.fast.layout import is_channels_last, nhwc, to_channels_last
 
 rng = np.random.default_rng(0)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..nn import BatchNorm2d
-from ..nn.batchnorm2d import _per_channel, check_batch
-from ..nn.layout import from_nhwc, is_channels_last, nhwc
+from ..nn.batchnorm2d import per_channel, check_batch
+from .layout import from_nhwc, is_channels_last, nhwc
 from . import fused
 from .reductions import channel_dot, channel_sum
 from .registry import register
@@ -32,7 +32,7 @@ class ContiguousChannels:
         return a
 
     def spread(self, v):
-        return _per_channel(v)
+        return per_channel(v)
 
     def sum(self, a):
         return channel_sum(a)

@@ -26,8 +26,8 @@ from __future__ import annotations
 from ..backend import get_array_module
 from ..nn import Conv2d
 from ..nn.im2col import check_window, col2im, conv_output_size, pair
-from ..nn.layout import from_nhwc, is_channels_last, nhwc
-from ..nn.workspace import Workspace
+from .layout import from_nhwc, is_channels_last, nhwc
+from .workspace import Workspace
 from . import patches as P
 from .policy import CONV_LAYOUTS, ExecutionPolicy
 from .registry import register

@@ -26,7 +26,7 @@ class ExecutionPolicy:
 
     ``formulations``: False runs every layer's reference functions (npse.nn) and nothing else;
     the other fields then do not apply.
-    ``memory_format``: how the model stores its activations (npse.nn.layout): "auto" is channels
+    ``memory_format``: how the model stores its activations (npse.fast.layout): "auto" is channels
     last on NumPy, where that measured faster, and contiguous on CuPy.
     ``per_image_min_pixels``: contiguous NumPy convolutions with at least this many output pixels
     per image run one product per image (measured: faster at 32x32 and 16x16, slower at 8x8).

@@ -8,7 +8,7 @@ expression it equals; tests/test_formulations.py compares them.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..nn.layout import is_channels_last, nhwc
+from .layout import is_channels_last, nhwc
 
 
 def spatial_dot(a, b):

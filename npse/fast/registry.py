@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..nn.workspace import Workspace
+from .workspace import Workspace
 from .policy import ExecutionPolicy
 
 

@@ -28,7 +28,7 @@ from .. import backend
 from ..fast import FAST, ExecutionPolicy, attach
 from ..nn import (GATES, SQUEEZES, BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, Module, ReLU,
                   SEBlock, SEBlockNoSqueeze, Sequential, ShortcutA, init)
-from ..nn.layout import to_channels_last
+from ..fast.layout import to_channels_last
 from ..nn.module import check_array
 
 SE_VARIANTS = (None, "standard", "pre", "post", "identity", "3x3", "nosqueeze")
