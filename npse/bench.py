@@ -231,13 +231,14 @@ def conv_gemm_floor(setup, repeats=3):
     """Seconds per training step that the convolutions' matrix products alone take.
 
     For every Conv2d of the model, at the input shape and memory format it sees in the network,
-    the products it runs there (:meth:`npse.nn.Conv2d.products`, which asks the formulation in
+    the products it runs there (:func:`npse.fast.cost.conv_products`, by the formulation in
     force) are timed on their own, on random arrays with kept outputs. Their sum is what a step
     built on these products cannot go below, however lean everything around them is.
     """
+    from .fast.cost import conv_products
+    from .fast.layout import is_channels_last
     from .models.summary import leaf_modules
     from .nn import Conv2d
-    from .fast.layout import is_channels_last
     xp = setup.xp
     convs = [(n, m) for n, m in leaf_modules(setup.model) if isinstance(m, Conv2d)]
     inputs = _layer_inputs(setup, convs)
@@ -249,7 +250,7 @@ def conv_gemm_floor(setup, repeats=3):
     for i, (name, m) in enumerate(convs):
         x = inputs[name]
         # the first convolution (the stem) needs no input gradient in training
-        for a_shape, b_shape, times in m.products(x.shape, is_channels_last(x), input_grad=i > 0):
+        for a_shape, b_shape, times in conv_products(m, x.shape, is_channels_last(x), input_grad=i > 0):
             a, b = rand(a_shape), rand(b_shape)
             out = xp.matmul(a, b)                # the kept output, made once outside the timing
             total += times * _median_time(lambda: xp.matmul(a, b, out=out), repeats, xp)

@@ -23,6 +23,7 @@ from npse import fast, models, nn
 from npse.checkpoint import CheckpointReader, model_from_checkpoint
 from npse.fast import FAST, FORMULATIONS, REFERENCE, ExecutionPolicy, SharedWorkspaces
 from npse.fast import patches
+from npse.fast.cost import conv_products
 from npse.fast.reductions import channel_dot, channel_sum, spatial_dot, spatial_mean
 from npse.gradcheck import relative_error
 from npse.fast.layout import is_channels_last, nhwc, to_channels_last
@@ -337,7 +338,7 @@ def test_workspace_buffers_never_leak_into_outputs_and_stay_bounded():
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
 def test_conv_products_are_well_formed_under_every_policy(policy):
-    """Conv2d.products (what npse bench times; tests/test_bench.py checks the shapes of the
+    """conv_products (what npse bench times; tests/test_bench.py checks the shapes of the
     default policy's) gives matching product shapes for the input each convolution receives,
     recorded by a forward hook."""
     model = models.cifar_resnet(depth=8, widths=(4, 8, 8)).use_policy(policy)
@@ -350,7 +351,7 @@ def test_conv_products_are_well_formed_under_every_policy(policy):
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             shape, channels_last = inputs[name]
-            products = m.products(shape, channels_last, input_grad=name != "conv1")
+            products = conv_products(m, shape, channels_last, input_grad=name != "conv1")
             assert len(products) == (2 if name == "conv1" else 3)
             for a, b, times in products:
                 assert a[-1] == b[-2] and times >= 1         # inner sizes match
