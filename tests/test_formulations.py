@@ -12,6 +12,11 @@ Then the whole models under every policy, checkpoints written before the policie
 policy object itself, the helpers the formulations are built from, and the import graph.
 """
 import ast
+import importlib
+import inspect
+import pkgutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +24,14 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from conftest import UseBackend, to_backend
-from npse import fast, models, nn
+from npse import backend, fast, models, nn
 from npse.checkpoint import CheckpointReader, model_from_checkpoint
-from npse.fast import FAST, FORMULATIONS, REFERENCE, ExecutionPolicy, SharedWorkspaces
+from npse.fast import FAST, FORMULATIONS, REFERENCE, UPDATES, ExecutionPolicy, SharedWorkspaces
 from npse.fast import patches
 from npse.fast.cost import conv_products
 from npse.fast.reductions import channel_dot, channel_sum, spatial_dot, spatial_mean
 from npse.gradcheck import relative_error
+from npse.optim import SGD
 from npse.fast.layout import is_channels_last, nhwc, to_channels_last
 from strategies import batch, normal, seeds, window_cases
 
@@ -142,6 +148,54 @@ def test_formulation_agrees_with_the_reference(backend_name, formulation):
                             faster.load_state_dict(build(np.random.default_rng(seed)).state_dict())
                         _assert_agree(_pass(faster, x, dy), want, (x_stored, dy_stored, repeat))
     check()
+
+
+# --- the optimizer's update --------------------------------------------------------------------------
+# The optimizer each registered update formulation names, and how to build it plainly.
+OPTIMIZERS = {"SGD": lambda params, nesterov: SGD(params, lr=0.1, momentum=0.9, nesterov=nesterov,
+                                                  weight_decay=5e-4, fused=False,
+                                                  decay_filter=lambda name, p: p.data.ndim > 1)}
+
+
+def test_every_update_formulation_names_a_known_optimizer_and_the_fused_sgd_is_registered():
+    """The fused CuPy SGD kernel is CuPy-only: here it is checked to be registered (and what
+    SGD(fused=True) runs); the agreement below runs where a GPU is."""
+    assert {u.optimizer for u in UPDATES} <= set(OPTIMIZERS)
+    fused = [u for u in UPDATES if u.optimizer == "SGD" and u.backends == ("cupy",)]
+    assert len(fused) == 1 and fused[0].module == "npse.fast.sgd"
+    p = nn.Parameter(np.zeros(3))
+    assert isinstance(SGD([p], momentum=0.9).formulation, fused[0].make)
+    assert SGD([p], momentum=0.9, fused=False).formulation is None
+    assert not fused[0].make().applies(np, 0.9)
+
+
+@pytest.mark.parametrize("update", UPDATES, ids=lambda u: f"{u.optimizer}: {u.name}")
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_update_formulation_agrees_with_the_plain_update(backend_name, update, nesterov):
+    """Three steps (the first-step rule, then momentum) of the plain update and of the
+    formulation, in float64, on parameters with and without weight decay: the parameters and
+    the optimizer's state (momentum buffers) must agree to 1e-12."""
+    if backend_name not in update.backends:
+        pytest.skip(f"{update.name} runs on {update.backends} only")
+    rng = np.random.default_rng(2)
+    shapes = [(4, 3, 3, 3), (4,), (10, 6)]
+    start = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+    runs = []
+    with UseBackend(backend_name):
+        for formulation in (None, update.make()):
+            params = [nn.Parameter(to_backend(a, backend_name)) for a in start]
+            opt = OPTIMIZERS[update.optimizer](list(enumerate(params)), nesterov)
+            opt.formulation = formulation
+            assert formulation is None or formulation.applies(backend.module(backend_name), opt.momentum)
+            for step_grads in grads:
+                for p, g in zip(params, step_grads):
+                    p.grad[...] = to_backend(g, backend_name)
+                opt.step()
+            state = opt.state_dict()
+            runs.append([backend.to_host(p.data) for p in params]
+                        + [np.asarray(state[k], dtype=np.float64) for k in sorted(state)])
+    _assert_agree(runs[1], runs[0], update.name)
 
 
 # --- whole models under every policy ---------------------------------------------------------------
@@ -263,6 +317,49 @@ def test_nothing_in_nn_imports_fast():
             else:
                 continue
             assert not any("fast" in n.split(".") for n in names), (path.name, names)
+
+
+def test_nn_holds_no_speed_code():
+    """The memory format, the kept buffers and the bench's cost model live in npse.fast."""
+    assert not any((ROOT / "npse" / "nn" / f"{name}.py").exists() for name in ("layout", "workspace"))
+    assert not hasattr(nn.Conv2d, "products")
+    assert not any(name.startswith(("npse.nn.layout", "npse.nn.workspace")) for name in sys.modules)
+
+
+def _defines_formulations(module) -> bool:
+    """Whether ``module`` defines (not imports) a formulation: a class with ``forward`` and
+    ``backward``, or one named ...Formulation(s) or ...Update, or a function named
+    ..._forward / ..._backward. (The registry's own records of formulations are none.)"""
+    for name, obj in vars(module).items():
+        if getattr(obj, "__module__", None) != module.__name__ or obj in RECORDS:
+            continue
+        if inspect.isclass(obj) and (name.endswith(("Formulation", "Formulations", "Update"))
+                                     or (hasattr(obj, "forward") and hasattr(obj, "backward"))):
+            return True
+        if inspect.isfunction(obj) and name.endswith(("_forward", "_backward")):
+            return True
+    return False
+
+
+RECORDS = (fast.Formulation, fast.UpdateFormulation)
+
+
+def _unregistered(modules) -> list:
+    registered = {f.module for f in FORMULATIONS} | {u.module for u in UPDATES}
+    return [m.__name__ for m in modules if _defines_formulations(m) and m.__name__ not in registered]
+
+
+def test_every_module_of_fast_that_defines_a_formulation_registers_it():
+    """A formulation nothing registers would never run in a model, nor be checked here."""
+    modules = [importlib.import_module(f"npse.fast.{info.name}")
+               for info in pkgutil.iter_modules(fast.__path__)]
+    assert len(modules) >= 12 and sum(map(_defines_formulations, modules)) >= 5
+    assert _unregistered(modules) == []
+    # ... and the check does catch one: a module with a formulation class and no register() call
+    forgotten = types.ModuleType("npse.fast.forgotten")
+    exec("class DepthwiseFormulation:\n    def forward(self, x): return x\n"
+         "    def backward(self, dy, cache): return dy\n", vars(forgotten))
+    assert _unregistered([forgotten]) == ["npse.fast.forgotten"]
 
 
 # --- the pieces the formulations are built from ----------------------------------------------------

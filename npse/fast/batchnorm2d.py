@@ -146,4 +146,5 @@ class BatchNorm2dFormulations:
 register(BatchNorm2d, "chosen by the policy", BatchNorm2dFormulations, chosen=True)
 register(BatchNorm2d, "array expressions on a channel view",
          lambda policy, shared: BatchNorm2dFormulations(policy.replace(fused=False)))
-register(BatchNorm2d, "fused CuPy kernels", BatchNorm2dFormulations, backends=("cupy",))
+register(BatchNorm2d, "fused CuPy kernels", BatchNorm2dFormulations, backends=("cupy",),
+         module=fused.__name__)

@@ -17,6 +17,10 @@ from __future__ import annotations
 from ..backend import get_array_module
 from ..nn.im2col import geometry, windows
 from .layout import from_nhwc, nhwc
+from .registry import COL2IM, IM2COL, charge
+
+charge(__name__, IM2COL)
+charge(__name__, COL2IM, ("patch_rows_adjoint",))
 
 
 def buffer(workspace, name, shape, like, zeros=False):

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from .layout import is_channels_last, nhwc
+from .registry import BATCHNORM, ELEMENTWISE, charge
+
+# BatchNorm's sums, and the squeeze and the SE block's ds
+charge(__name__, BATCHNORM, ("channel_sum", "channel_dot"))
+charge(__name__, ELEMENTWISE, ("spatial_dot", "spatial_mean"))
 
 
 def spatial_dot(a, b):
