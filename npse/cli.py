@@ -233,11 +233,13 @@ def _add_evaluate(sub):
 
 def _run_evaluate(args) -> int:
     from . import backend
+    from .fast import FAST
 
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / T.CHECKPOINT
     model, meta = T.load_model_for_inference(path, args.backend)
+    model.use_policy(FAST)                   # the fast formulations, as npse train evaluated
     config = T.TrainConfig.from_dict(meta["config"])
     config.data_dir = args.data_dir if args.data_dir is not None else meta.get("data_dir")
     config.download = args.download

@@ -229,9 +229,16 @@ def test_models_give_the_same_numbers_under_every_policy(se, shortcut, block, de
 
 
 def test_models_store_activations_as_their_policy_says():
+    """A model starts under the reference policy (its caller chooses speed) and follows the
+    policy it is given."""
     model = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8), dtype="float64")
     x = np.zeros((2, 3, 8, 8))
-    assert model.policy is FAST and FAST.stores_channels_last(np)
+    assert model.policy is REFERENCE
+    assert all(getattr(m, "formulation", None) is None for _, m in model.named_modules())
+    model(x)
+    assert not is_channels_last(model.layer1[0].se._cache["scale_cache"][0])
+    model.use_policy(FAST)
+    assert FAST.stores_channels_last(np)
     model(x)
     assert is_channels_last(model.layer1[0].se._cache["scale_cache"][0])
     assert isinstance(model.conv1.formulation, fast.conv2d.Conv2dFormulations)
@@ -244,7 +251,7 @@ def test_models_store_activations_as_their_policy_says():
 
 
 def test_the_policy_is_in_neither_config_nor_state_dict():
-    a = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8))
+    a = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8)).use_policy(FAST)
     b = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8)).use_policy(REFERENCE)
     assert a.config == b.config and "policy" not in str(a.config)
     assert list(a.state_dict()) == list(b.state_dict())
