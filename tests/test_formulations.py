@@ -184,7 +184,7 @@ def test_update_formulation_agrees_with_the_plain_update(backend_name, update, n
     runs = []
     with UseBackend(backend_name):
         for formulation in (None, update.make()):
-            params = [nn.Parameter(to_backend(a, backend_name)) for a in start]
+            params = [nn.Parameter(to_backend(a.copy(), backend_name)) for a in start]
             opt = OPTIMIZERS[update.optimizer](list(enumerate(params)), nesterov)
             opt.formulation = formulation
             assert formulation is None or formulation.applies(backend.module(backend_name), opt.momentum)
