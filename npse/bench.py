@@ -17,6 +17,7 @@ import os
 import platform
 import pstats
 import statistics
+import sys
 import time
 import tracemalloc
 
@@ -24,10 +25,8 @@ import numpy
 
 from . import backend
 from .fast.policy import ExecutionPolicy, policy_from_memory_format
+from .fast.registry import CATEGORIES, profile_category
 from .step import Setup
-
-CATEGORIES = ("im2col", "GEMM + layout copies", "col2im", "BatchNorm", "element-wise (ReLU, SE, pool, add, fc)",
-              "loss", "optimizer", "Python overhead")
 
 
 def _sync(xp):
@@ -147,13 +146,14 @@ def conv_gemm_floor(setup, repeats=3):
     """Seconds per training step that the convolutions' matrix products alone take.
 
     For every Conv2d of the model, at the input shape and memory format it sees in the network,
-    the products it runs there (:meth:`npse.nn.Conv2d.products`, which asks the formulation in
+    the products it runs there (:func:`npse.fast.cost.conv_products`, by the formulation in
     force) are timed on their own, on random arrays with kept outputs. Their sum is what a step
     built on these products cannot go below, however lean everything around them is.
     """
+    from .fast.cost import conv_products
+    from .fast.layout import is_channels_last
     from .models.summary import leaf_modules
     from .nn import Conv2d
-    from .nn.layout import is_channels_last
     xp = setup.xp
     convs = [(n, m) for n, m in leaf_modules(setup.model) if isinstance(m, Conv2d)]
     inputs = _layer_inputs(setup, convs)
@@ -165,7 +165,7 @@ def conv_gemm_floor(setup, repeats=3):
     for i, (name, m) in enumerate(convs):
         x = inputs[name]
         # the first convolution (the stem) needs no input gradient in training
-        for a_shape, b_shape, times in m.products(x.shape, is_channels_last(x), input_grad=i > 0):
+        for a_shape, b_shape, times in conv_products(m, x.shape, is_channels_last(x), input_grad=i > 0):
             a, b = rand(a_shape), rand(b_shape)
             out = xp.matmul(a, b)                # the kept output, made once outside the timing
             total += times * _median_time(lambda: xp.matmul(a, b, out=out), repeats, xp)
@@ -195,43 +195,17 @@ def layer_times(setup, repeats=3):
     return rows
 
 
-# (file under npse/, function names or None for all but forward/backward) -> category
-_CATEGORY_OF = [
-    ("fast/patches.py", None, "im2col"),
-    ("nn/im2col.py", ("im2col", "windows", "pad2d"), "im2col"),
-    ("nn/im2col.py", ("col2im",), "col2im"),
-    ("fast/conv2d.py", None, "GEMM + layout copies"),
-    ("nn/conv2d.py", ("conv2d_forward", "conv2d_backward"), "GEMM + layout copies"),
-    ("nn/layout.py", None, "GEMM + layout copies"),
-    ("nn/batchnorm2d.py", None, "BatchNorm"),
-    ("fast/batchnorm2d.py", None, "BatchNorm"),
-    ("fast/fused.py", None, "BatchNorm"),
-    ("fast/reductions.py", ("channel_sum", "channel_dot"), "BatchNorm"),
-    ("fast/reductions.py", ("spatial_dot", "spatial_mean"), "element-wise (ReLU, SE, pool, add, fc)"),
-    ("fast/squeeze.py", None, "element-wise (ReLU, SE, pool, add, fc)"),
-    ("nn/loss.py", None, "loss"),
-    ("optim/sgd.py", None, "optimizer"),
-]
-_ELEMENTWISE_FILES = ("nn/activations.py", "nn/se_block.py", "nn/pooling.py", "nn/linear.py",
-                      "nn/shortcut.py", "nn/se_no_squeeze.py")
+def npse_modules() -> dict:
+    """{real path of a loaded npse module's file: the module's name}."""
+    return {os.path.realpath(m.__file__): name for name, m in list(sys.modules.items())
+            if (name == "npse" or name.startswith("npse.")) and getattr(m, "__file__", None)}
 
 
-def _category(filename, funcname):
-    """The profile category of an npse function (None: Python overhead, or not npse's)."""
-    path = filename.replace(os.sep, "/")
-    if "npse/" not in path:
-        return None
-    if path.endswith("fast/patches.py") and funcname == "patch_rows_adjoint":
-        return "col2im"
-    for file, names, category in _CATEGORY_OF:
-        if path.endswith(file) and (funcname in names if names else funcname not in ("forward", "backward")
-                                    or file.startswith("fast/")):
-            return category
-    if path.endswith(_ELEMENTWISE_FILES) and funcname.endswith(("_forward", "_backward")):
-        return "element-wise (ReLU, SE, pool, add, fc)"
-    if path.endswith("models/resnet.py") and funcname in ("forward", "backward"):
-        return "element-wise (ReLU, SE, pool, add, fc)"   # the residual additions
-    return None
+def _category(filename, funcname, modules):
+    """The profile category of an npse function (None: Python overhead, or not npse's), as the
+    registry of npse.fast declares it for the function's module (``modules``: npse_modules())."""
+    module = modules.get(os.path.realpath(filename)) if filename != "~" else None
+    return None if module is None else profile_category(module, funcname)
 
 
 def profile_step(setup, steps=2):
@@ -247,14 +221,15 @@ def profile_step(setup, steps=2):
     _sync(setup.xp)
     total = (time.perf_counter() - t) / steps
     stats = pstats.Stats(profiler).stats
+    modules = npse_modules()
     spent = dict.fromkeys(CATEGORIES, 0.0)
     for (filename, _, funcname), (_, _, own, _, callers) in stats.items():
-        cat = _category(filename, funcname)
+        cat = _category(filename, funcname, modules)
         if cat is not None:
             spent[cat] += own / steps
         elif filename == "~" or "numpy" in filename or "cupy" in filename:
             for (cfile, _, cfunc), edge in callers.items():   # built-ins: charge the caller
-                ccat = _category(cfile, cfunc)
+                ccat = _category(cfile, cfunc, modules)
                 if ccat is not None:
                     spent[ccat] += edge[2] / steps
     spent["Python overhead"] = max(0.0, total - sum(v for k, v in spent.items() if k != "Python overhead"))

@@ -30,6 +30,7 @@ import numpy
 from . import backend
 from .checkpoint import save_checkpoint
 from .data import iterate_batches
+from .fast import FAST
 from .models import SEBlockNoSqueeze
 from .nn import SEBlock, no_grad
 
@@ -538,6 +539,7 @@ def command(args) -> int:
     if path.is_dir():
         path = path / CHECKPOINT
     model, meta = load_model_for_inference(path, args.backend)
+    model.use_policy(FAST)                   # the fast formulations, as npse train evaluated
     find_se_blocks(model, f"{path} (model {meta['config'].get('model')})")
     classes = list(meta["classes"])
     shown = args.classes or classes[:4]

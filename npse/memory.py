@@ -16,7 +16,8 @@ import numpy
 from . import backend
 from .models.loading import parameter_bound
 from .nn import cross_entropy_backward, cross_entropy_forward, no_grad
-from .nn.workspace import clear_all as clear_workspaces
+from .fast import FAST
+from .fast.workspace import clear_all as clear_workspaces
 
 
 def available_memory() -> int | None:
@@ -97,13 +98,12 @@ def estimate_memory(model_config: dict, image_shape, policy=None) -> dict:
     fresh copy of the model (a fraction of a second): for ``"train"`` and ``"eval"``, the pair
     ``(fixed, per_image)`` in bytes. Activations grow in proportion to the batch: for
     SE-ResNet-20 on NumPy the prediction for batch 128 was within 1% of the measured peak.
-    ``policy``: the run's execution policy (default: the models' own, npse.fast.FAST)."""
+    ``policy``: the run's execution policy (default: npse.fast.FAST, what npse train uses)."""
     from .models import from_config   # late: npse's command line must start without it
 
     probe = from_config(model_config)      # built as train() builds the run's model
     probe.to(backend.get_backend())
-    if policy is not None:
-        probe.use_policy(policy)
+    probe.use_policy(FAST if policy is None else policy)
     model = {}
     for name, training in (("train", True), ("eval", False)):
         p2, p4 = (_step_peak(probe, b, image_shape, training) for b in (2, 4))

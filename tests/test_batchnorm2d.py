@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from conftest import UseBackend, to_backend
 from npse import nn
 from npse.gradcheck import gradcheck, relative_error
-from npse.nn.layout import to_channels_last
+from npse.fast.layout import to_channels_last
 from strategies import batch, channels, normal, seeds
 
 TOL = 1e-6

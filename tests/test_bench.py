@@ -1,4 +1,11 @@
-"""`npse bench` runs end to end on a tiny setting and prints every section (no timing asserted)."""
+"""`npse bench` runs end to end on a tiny setting and prints every section (no timing asserted);
+its profile sorts a step's time as it always did."""
+import cProfile
+import os
+import pstats
+
+import pytest
+
 from npse.cli import main
 
 
@@ -70,3 +77,70 @@ def test_interleaved_times_takes_turns_and_returns_medians():
     times = bench.interleaved_times(steps, repeats=3, warmup=1)
     assert len(times) == 2 and all(t >= 0 for t in times)
     assert calls == ["a", "b"] + ["a", "b"] * 3        # warm-up of each, then one of each per round
+
+
+# The file-path rules npse bench sorted its profile by before its categories came from the
+# registry of npse.fast (with layout.py and the fused SGD kernel at their places under fast/ now).
+OLD_RULES = [
+    ("fast/patches.py", None, "im2col"),
+    ("nn/im2col.py", ("im2col", "windows", "pad2d"), "im2col"),
+    ("nn/im2col.py", ("col2im",), "col2im"),
+    ("fast/conv2d.py", None, "GEMM + layout copies"),
+    ("nn/conv2d.py", ("conv2d_forward", "conv2d_backward"), "GEMM + layout copies"),
+    ("fast/layout.py", None, "GEMM + layout copies"),
+    ("nn/batchnorm2d.py", None, "BatchNorm"),
+    ("fast/batchnorm2d.py", None, "BatchNorm"),
+    ("fast/fused.py", None, "BatchNorm"),
+    ("fast/reductions.py", ("channel_sum", "channel_dot"), "BatchNorm"),
+    ("fast/reductions.py", ("spatial_dot", "spatial_mean"), "element-wise (ReLU, SE, pool, add, fc)"),
+    ("fast/squeeze.py", None, "element-wise (ReLU, SE, pool, add, fc)"),
+    ("nn/loss.py", None, "loss"),
+    ("optim/sgd.py", None, "optimizer"),
+    ("fast/sgd.py", None, "optimizer"),
+]
+OLD_ELEMENTWISE_FILES = ("nn/activations.py", "nn/se_block.py", "nn/pooling.py", "nn/linear.py",
+                         "nn/shortcut.py", "nn/se_no_squeeze.py")
+
+
+def old_category(filename, funcname):
+    """The category the file-path rules gave a function (None: Python overhead)."""
+    path = filename.replace(os.sep, "/")
+    if "npse/" not in path:
+        return None
+    if path.endswith("fast/patches.py") and funcname == "patch_rows_adjoint":
+        return "col2im"
+    for file, names, category in OLD_RULES:
+        if path.endswith(file) and (funcname in names if names else funcname not in ("forward", "backward")
+                                    or file.startswith("fast/")):
+            return category
+    if path.endswith(OLD_ELEMENTWISE_FILES) and funcname.endswith(("_forward", "_backward")):
+        return "element-wise (ReLU, SE, pool, add, fc)"
+    if path.endswith("models/resnet.py") and funcname in ("forward", "backward"):
+        return "element-wise (ReLU, SE, pool, add, fc)"
+    return None
+
+
+@pytest.mark.parametrize("policy", ["fast", "reference"])
+def test_the_profile_sorts_by_the_registry_as_the_file_rules_did(policy):
+    """The profile of a tiny model's training step has the same category names as before, each
+    but Python overhead gets time, and every function of the step lands where the old
+    file-path rules put it (the registry now says where: npse.fast.registry.charge)."""
+    from npse import bench
+    from npse.fast import FAST, REFERENCE
+    setup = bench.Setup("se_resnet8", 4, FAST if policy == "fast" else REFERENCE)
+    total, spent = bench.profile_step(setup, steps=1)
+    assert tuple(spent) == bench.CATEGORIES == (
+        "im2col", "GEMM + layout copies", "col2im", "BatchNorm", "element-wise (ReLU, SE, pool, add, fc)",
+        "loss", "optimizer", "Python overhead")
+    assert all(spent[c] > 0 for c in bench.CATEGORIES[:-1]), spent
+    profiler = cProfile.Profile()
+    profiler.enable()
+    setup.train_step()
+    profiler.disable()
+    modules = bench.npse_modules()
+    found = {}
+    for (filename, _, funcname) in pstats.Stats(profiler).stats:
+        new = bench._category(filename, funcname, modules)
+        assert new == old_category(filename, funcname), (filename, funcname)
+        found[new] = found.get(new, 0) + 1
+    assert set(found) == set(bench.CATEGORIES[:-1]) | {None}

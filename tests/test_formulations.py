@@ -12,6 +12,11 @@ Then the whole models under every policy, checkpoints written before the policie
 policy object itself, the helpers the formulations are built from, and the import graph.
 """
 import ast
+import importlib
+import inspect
+import pkgutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +24,16 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from conftest import UseBackend, to_backend
-from npse import fast, models, nn
+from npse import backend, fast, models, nn
 from npse.checkpoint import CheckpointReader
 from npse.models.loading import model_from_checkpoint
-from npse.fast import FAST, FORMULATIONS, REFERENCE, ExecutionPolicy, SharedWorkspaces
+from npse.fast import FAST, FORMULATIONS, REFERENCE, UPDATES, ExecutionPolicy, SharedWorkspaces
 from npse.fast import patches
+from npse.fast.cost import conv_products
 from npse.fast.reductions import channel_dot, channel_sum, spatial_dot, spatial_mean
 from npse.gradcheck import relative_error
-from npse.nn.layout import is_channels_last, nhwc, to_channels_last
+from npse.optim import SGD
+from npse.fast.layout import is_channels_last, nhwc, to_channels_last
 from strategies import batch, normal, seeds, window_cases
 
 TOL = 1e-12
@@ -144,6 +151,54 @@ def test_formulation_agrees_with_the_reference(backend_name, formulation):
     check()
 
 
+# --- the optimizer's update --------------------------------------------------------------------------
+# The optimizer each registered update formulation names, and how to build it plainly.
+OPTIMIZERS = {"SGD": lambda params, nesterov: SGD(params, lr=0.1, momentum=0.9, nesterov=nesterov,
+                                                  weight_decay=5e-4, fused=False,
+                                                  decay_filter=lambda name, p: p.data.ndim > 1)}
+
+
+def test_every_update_formulation_names_a_known_optimizer_and_the_fused_sgd_is_registered():
+    """The fused CuPy SGD kernel is CuPy-only: here it is checked to be registered (and what
+    SGD(fused=True) runs); the agreement below runs where a GPU is."""
+    assert {u.optimizer for u in UPDATES} <= set(OPTIMIZERS)
+    fused = [u for u in UPDATES if u.optimizer == "SGD" and u.backends == ("cupy",)]
+    assert len(fused) == 1 and fused[0].module == "npse.fast.sgd"
+    p = nn.Parameter(np.zeros(3))
+    assert isinstance(SGD([p], momentum=0.9).formulation, fused[0].make)
+    assert SGD([p], momentum=0.9, fused=False).formulation is None
+    assert not fused[0].make().applies(np, 0.9)
+
+
+@pytest.mark.parametrize("update", UPDATES, ids=lambda u: f"{u.optimizer}: {u.name}")
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_update_formulation_agrees_with_the_plain_update(backend_name, update, nesterov):
+    """Three steps (the first-step rule, then momentum) of the plain update and of the
+    formulation, in float64, on parameters with and without weight decay: the parameters and
+    the optimizer's state (momentum buffers) must agree to 1e-12."""
+    if backend_name not in update.backends:
+        pytest.skip(f"{update.name} runs on {update.backends} only")
+    rng = np.random.default_rng(2)
+    shapes = [(4, 3, 3, 3), (4,), (10, 6)]
+    start = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+    runs = []
+    with UseBackend(backend_name):
+        for formulation in (None, update.make()):
+            params = [nn.Parameter(to_backend(a.copy(), backend_name)) for a in start]
+            opt = OPTIMIZERS[update.optimizer](list(enumerate(params)), nesterov)
+            opt.formulation = formulation
+            assert formulation is None or formulation.applies(backend.module(backend_name), opt.momentum)
+            for step_grads in grads:
+                for p, g in zip(params, step_grads):
+                    p.grad[...] = to_backend(g, backend_name)
+                opt.step()
+            state = opt.state_dict()
+            runs.append([backend.to_host(p.data) for p in params]
+                        + [np.asarray(state[k], dtype=np.float64) for k in sorted(state)])
+    _assert_agree(runs[1], runs[0], update.name)
+
+
 # --- whole models under every policy ---------------------------------------------------------------
 POLICIES = [FAST, REFERENCE, FAST.replace(name="contiguous", memory_format="contiguous"),
             FAST.replace(name="col2im, no workspaces", input_gradient="col2im", workspaces=False),
@@ -175,9 +230,16 @@ def test_models_give_the_same_numbers_under_every_policy(se, shortcut, block, de
 
 
 def test_models_store_activations_as_their_policy_says():
+    """A model starts under the reference policy (its caller chooses speed) and follows the
+    policy it is given."""
     model = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8), dtype="float64")
     x = np.zeros((2, 3, 8, 8))
-    assert model.policy is FAST and FAST.stores_channels_last(np)
+    assert model.policy is REFERENCE
+    assert all(getattr(m, "formulation", None) is None for _, m in model.named_modules())
+    model(x)
+    assert not is_channels_last(model.layer1[0].se._cache["scale_cache"][0])
+    model.use_policy(FAST)
+    assert FAST.stores_channels_last(np)
     model(x)
     assert is_channels_last(model.layer1[0].se._cache["scale_cache"][0])
     assert isinstance(model.conv1.formulation, fast.conv2d.Conv2dFormulations)
@@ -190,7 +252,7 @@ def test_models_store_activations_as_their_policy_says():
 
 
 def test_the_policy_is_in_neither_config_nor_state_dict():
-    a = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8))
+    a = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8)).use_policy(FAST)
     b = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8)).use_policy(REFERENCE)
     assert a.config == b.config and "policy" not in str(a.config)
     assert list(a.state_dict()) == list(b.state_dict())
@@ -263,6 +325,49 @@ def test_nothing_in_nn_imports_fast():
             else:
                 continue
             assert not any("fast" in n.split(".") for n in names), (path.name, names)
+
+
+def test_nn_holds_no_speed_code():
+    """The memory format, the kept buffers and the bench's cost model live in npse.fast."""
+    assert not any((ROOT / "npse" / "nn" / f"{name}.py").exists() for name in ("layout", "workspace"))
+    assert not hasattr(nn.Conv2d, "products")
+    assert not any(name.startswith(("npse.nn.layout", "npse.nn.workspace")) for name in sys.modules)
+
+
+def _defines_formulations(module) -> bool:
+    """Whether ``module`` defines (not imports) a formulation: a class with ``forward`` and
+    ``backward``, or one named ...Formulation(s) or ...Update, or a function named
+    ..._forward / ..._backward. (The registry's own records of formulations are none.)"""
+    for name, obj in vars(module).items():
+        if getattr(obj, "__module__", None) != module.__name__ or obj in RECORDS:
+            continue
+        if inspect.isclass(obj) and (name.endswith(("Formulation", "Formulations", "Update"))
+                                     or (hasattr(obj, "forward") and hasattr(obj, "backward"))):
+            return True
+        if inspect.isfunction(obj) and name.endswith(("_forward", "_backward")):
+            return True
+    return False
+
+
+RECORDS = (fast.Formulation, fast.UpdateFormulation)
+
+
+def _unregistered(modules) -> list:
+    registered = {f.module for f in FORMULATIONS} | {u.module for u in UPDATES}
+    return [m.__name__ for m in modules if _defines_formulations(m) and m.__name__ not in registered]
+
+
+def test_every_module_of_fast_that_defines_a_formulation_registers_it():
+    """A formulation nothing registers would never run in a model, nor be checked here."""
+    modules = [importlib.import_module(f"npse.fast.{info.name}")
+               for info in pkgutil.iter_modules(fast.__path__)]
+    assert len(modules) >= 12 and sum(map(_defines_formulations, modules)) >= 5
+    assert _unregistered(modules) == []
+    # ... and the check does catch one: a module with a formulation class and no register() call
+    forgotten = types.ModuleType("npse.fast.forgotten")
+    exec("class DepthwiseFormulation:\n    def forward(self, x): return x\n"
+         "    def backward(self, dy, cache): return dy\n", vars(forgotten))
+    assert _unregistered([forgotten]) == ["npse.fast.forgotten"]
 
 
 # --- the pieces the formulations are built from ----------------------------------------------------
@@ -338,7 +443,7 @@ def test_workspace_buffers_never_leak_into_outputs_and_stay_bounded():
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
 def test_conv_products_are_well_formed_under_every_policy(policy):
-    """Conv2d.products (what npse bench times; tests/test_bench.py checks the shapes of the
+    """conv_products (what npse bench times; tests/test_bench.py checks the shapes of the
     default policy's) gives matching product shapes for the input each convolution receives,
     recorded by a forward hook."""
     model = models.cifar_resnet(depth=8, widths=(4, 8, 8)).use_policy(policy)
@@ -351,7 +456,7 @@ def test_conv_products_are_well_formed_under_every_policy(policy):
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             shape, channels_last = inputs[name]
-            products = m.products(shape, channels_last, input_grad=name != "conv1")
+            products = conv_products(m, shape, channels_last, input_grad=name != "conv1")
             assert len(products) == (2 if name == "conv1" else 3)
             for a, b, times in products:
                 assert a[-1] == b[-2] and times >= 1         # inner sizes match

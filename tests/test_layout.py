@@ -7,7 +7,7 @@ from hypothesis import assume, given, strategies as st
 from conftest import UseBackend, to_backend
 from npse import nn
 from npse.gradcheck import gradcheck
-from npse.nn.layout import is_channels_last, nhwc, to_channels_last
+from npse.fast.layout import is_channels_last, nhwc, to_channels_last
 from strategies import batch, normal, seeds, window_cases
 
 TOL = 1e-6

@@ -8,12 +8,12 @@ import time
 import numpy as np
 
 from npse import models, nn
-from npse.fast import FAST, FORMULATIONS, REFERENCE, SharedWorkspaces, patches
+from npse.fast import FAST, FORMULATIONS, REFERENCE, UPDATES, SharedWorkspaces, patches
 from npse.fast.batchnorm2d import BatchNorm2dFormulations
 from npse.fast.conv2d import Conv2dFormulations
 from npse.fast.reductions import channel_sum
 from npse.gradcheck import relative_error
-from npse.nn.layout import is_channels_last, nhwc, to_channels_last
+from npse.fast.layout import is_channels_last, nhwc, to_channels_last
 
 rng = np.random.default_rng(0)
 
@@ -22,8 +22,9 @@ print(FAST.describe())
 print(REFERENCE.describe())
 model = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8), se_reduction=2, dtype="float64")
 x = rng.standard_normal((2, 3, 8, 8))
-fast_logits = model(x)
-reference_logits = model.use_policy(REFERENCE)(x)
+assert model.policy is REFERENCE              # built, a model runs the reference; its caller chooses
+reference_logits = model(x)
+fast_logits = model.use_policy(FAST)(x)
 print("\nsame model, fast policy vs reference policy: relative difference of the logits",
       f"{relative_error(fast_logits, reference_logits):.1e}")
 assert relative_error(fast_logits, reference_logits) <= 1e-12
@@ -78,6 +79,10 @@ print("\nregistered formulations (tests/test_formulations.py runs each against i
 for f in FORMULATIONS:
     print(f"  {f.layer.__name__:<16} {f.name}{'   (the one a policy puts in place)' if f.chosen else ''}")
 assert {f.layer for f in FORMULATIONS} == {nn.Conv2d, nn.BatchNorm2d, nn.GlobalAvgPool2d, nn.SEBlock}
+# The SGD update is no layer: its fused CuPy kernel is registered as an update formulation.
+for u in UPDATES:
+    print(f"  {u.optimizer + ' update':<16} {u.name}   (runs on {', '.join(u.backends)}; SGD(fused=True))")
+assert [(u.optimizer, u.backends) for u in UPDATES] == [("SGD", ("cupy",))]
 
 # --- 5. What it buys (one look; npse bench measures properly) -----------------------------------------
 model = models.se_resnet20(seed=0)

@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .. import backend
     from ..config import TrainConfig, load_dataset
+    from ..fast import FAST
     from ..rundir import CHECKPOINT, load_model_for_inference
     from ..train import evaluate
 
@@ -36,6 +37,7 @@ def run(args) -> int:
     if path.is_dir():
         path = path / CHECKPOINT
     model, meta = load_model_for_inference(path, args.backend)
+    model.use_policy(FAST)                   # the fast formulations, as npse train evaluated
     config = TrainConfig.from_dict(meta["config"])
     config.data_dir = args.data_dir if args.data_dir is not None else meta.get("data_dir")
     config.download = args.download

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..nn import BatchNorm2d
-from ..nn.batchnorm2d import _per_channel, check_batch
-from ..nn.layout import from_nhwc, is_channels_last, nhwc
+from ..nn.batchnorm2d import per_channel, check_batch
+from .layout import from_nhwc, is_channels_last, nhwc
 from . import fused
 from .reductions import channel_dot, channel_sum
 from .registry import register
@@ -32,7 +32,7 @@ class ContiguousChannels:
         return a
 
     def spread(self, v):
-        return _per_channel(v)
+        return per_channel(v)
 
     def sum(self, a):
         return channel_sum(a)
@@ -146,4 +146,5 @@ class BatchNorm2dFormulations:
 register(BatchNorm2d, "chosen by the policy", BatchNorm2dFormulations, chosen=True)
 register(BatchNorm2d, "array expressions on a channel view",
          lambda policy, shared: BatchNorm2dFormulations(policy.replace(fused=False)))
-register(BatchNorm2d, "fused CuPy kernels", BatchNorm2dFormulations, backends=("cupy",))
+register(BatchNorm2d, "fused CuPy kernels", BatchNorm2dFormulations, backends=("cupy",),
+         module=fused.__name__)

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..nn import Conv2d
-from ..nn.im2col import check_window, col2im, conv_output_size, pair
-from ..nn.layout import from_nhwc, is_channels_last, nhwc
-from ..nn.workspace import Workspace
+from ..nn.im2col import check_window, col2im, pair
+from .layout import from_nhwc, is_channels_last, nhwc
+from .workspace import Workspace
 from . import patches as P
 from .policy import CONV_LAYOUTS, ExecutionPolicy
 from .registry import register
@@ -121,27 +121,6 @@ class Conv2dFormulations:
                                 self.scratch)
         return dx
 
-    # --- what the products are (for npse bench) --------------------------------------------------
-    def products(self, xp, x_shape, channels_last, weight_shape, stride, padding, input_grad=True):
-        """[(shape of A, shape of B, how many times)]: the matrix products of one forward and
-        backward pass on an input of ``x_shape``, by the routes :meth:`forward` and
-        :meth:`backward` take."""
-        n, c, h, w = x_shape
-        o, _, kh, kw = weight_shape
-        oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
-        layout = self.forward_layout(xp, channels_last, c, stride, (oh, ow))
-        found = _PRODUCTS[layout](n, c, o, (kh, kw), (oh, ow))
-        if not input_grad:
-            return found
-        if self.input_grad_by_convolution(stride, padding, (kh, kw)):
-            route = self.input_grad_layout(xp, layout, o, (h, w))
-            dx = _PRODUCTS[route](n, o, c, (kh, kw), (h, w))[0]                   # its forward product
-        elif layout in ROWS:
-            dx = ((n * oh * ow, o), (o, c * kh * kw), 1)
-        else:
-            dx = ((c * kh * kw, o), (o, n * oh * ow), 1)
-        return found + [dx]
-
 
 # --- the four routes: forward (x, W -> y without bias, what backward keeps) and dW --------------
 def _weight_rows(weight):
@@ -229,32 +208,10 @@ def _weight_grad_kernel_rows(dy, e, weight_shape, workspace, scratch):
     return xp.ascontiguousarray(dweight.transpose(0, 3, 1, 2))
 
 
-def _products_batch(n, c, o, kernel, out_size):
-    k, pixels = c * kernel[0] * kernel[1], out_size[0] * out_size[1]
-    return [((o, k), (k, n * pixels), 1), ((o, n * pixels), (n * pixels, k), 1)]
-
-
-def _products_per_image(n, c, o, kernel, out_size):
-    k, pixels = c * kernel[0] * kernel[1], out_size[0] * out_size[1]
-    return [((o, k), (n, k, pixels), 1), ((n, o, pixels), (n, pixels, k), 1)]
-
-
-def _products_patch_rows(n, c, o, kernel, out_size):
-    k, pixels = c * kernel[0] * kernel[1], out_size[0] * out_size[1]
-    return [((n * pixels, k), (k, o), 1), ((o, n * pixels), (n * pixels, k), 1)]
-
-
-def _products_kernel_rows(n, c, o, kernel, out_size):
-    (kh, kw), pixels = kernel, out_size[0] * out_size[1]
-    return [((n, pixels, kw * c), (kw * c, o), kh), ((n, o, pixels), (n, pixels, kw * c), kh)]
-
-
 _FORWARD = dict(batch=_forward_batch, per_image=_forward_per_image,
                 patch_rows=_forward_patch_rows, kernel_rows=_forward_kernel_rows)
 _WEIGHT_GRAD = dict(batch=_weight_grad_batch, per_image=_weight_grad_per_image,
                     patch_rows=_weight_grad_patch_rows, kernel_rows=_weight_grad_kernel_rows)
-_PRODUCTS = dict(batch=_products_batch, per_image=_products_per_image,
-                 patch_rows=_products_patch_rows, kernel_rows=_products_kernel_rows)
 
 register(Conv2d, "chosen by the policy", Conv2dFormulations, chosen=True)
 for _layout in CONV_LAYOUTS:

@@ -9,7 +9,7 @@ them with the reference on a GPU.
 """
 from __future__ import annotations
 
-from ..nn.batchnorm2d import _per_channel
+from ..nn.batchnorm2d import per_channel
 
 _KERNELS: dict = {}
 
@@ -71,20 +71,20 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
     t = x.dtype.type
     if training:
         s = _channel_reduce("row_sum", x)
-        centred = _kernel("centre")(x, _per_channel(s), t(1.0 / m))
+        centred = _kernel("centre")(x, per_channel(s), t(1.0 / m))
         ss = _channel_reduce("row_product_sum", centred, centred)
         mean, inv_std, scale = (cp.empty(c, dtype=x.dtype) for _ in range(3))
         _kernel("statistics")(s, ss, gamma, t(1.0 / m), t(m / (m - 1)), t(momentum), t(eps),
                               mean, inv_std, scale, running_mean, running_var)
     else:
         if not keep:
-            y = _kernel("evaluate")(x, _per_channel(running_mean), _per_channel(running_var),
-                                    _per_channel(gamma), _per_channel(beta), t(eps))
+            y = _kernel("evaluate")(x, per_channel(running_mean), per_channel(running_var),
+                                    per_channel(gamma), per_channel(beta), t(eps))
             return y, None
-        centred = x - _per_channel(running_mean)
+        centred = x - per_channel(running_mean)
         inv_std = 1.0 / cp.sqrt(running_var + eps)
         scale = gamma * inv_std
-    y = _kernel("scale_shift")(centred, _per_channel(scale), _per_channel(beta))
+    y = _kernel("scale_shift")(centred, per_channel(scale), per_channel(beta))
     return y, (centred, gamma, inv_std, training, None)
 
 
@@ -98,8 +98,8 @@ def batchnorm2d_backward(dy, cache):
     # dx = scale * dy - k1 * (x - mu) - k0, the factors of appendix B (zero in evaluation mode)
     dgamma, scale, k1, k0 = _kernel("backward_factors")(
         dbeta, sum_dy_c, gamma, inv_std, t(1.0 / (n * h * w)), t(1.0 if training else 0.0))
-    dx = _kernel("input_grad")(dy, centred, _per_channel(scale), _per_channel(k1),
-                               _per_channel(k0))
+    dx = _kernel("input_grad")(dy, centred, per_channel(scale), per_channel(k1),
+                               per_channel(k0))
     return dx, dgamma, dbeta
 
 

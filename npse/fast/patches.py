@@ -4,7 +4,7 @@ The reference, :func:`npse.nn.im2col.im2col`, makes one (C*KH*KW, N*OH*OW) matri
 array. Here the same numbers come in three more arrangements, each the one a faster product
 wants (docs/B-speed.md):
 
-* :func:`columns`: im2col's matrix, into a :class:`~npse.nn.workspace.Workspace` buffer;
+* :func:`columns`: im2col's matrix, into a :class:`~npse.fast.workspace.Workspace` buffer;
 * :func:`columns_per_image`: (N, C*KH*KW, OH*OW), one matrix per image;
 * :func:`patch_rows`: (N*OH*OW, KH*KW*C), one *row* per output pixel of a channels-last input,
   with :func:`patch_rows_adjoint` (its col2im);
@@ -15,8 +15,12 @@ With ``workspace=None`` every function makes fresh arrays (same values).
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..nn.im2col import _geometry, windows
-from ..nn.layout import from_nhwc, nhwc
+from ..nn.im2col import geometry, windows
+from .layout import from_nhwc, nhwc
+from .registry import COL2IM, IM2COL, charge
+
+charge(__name__, IM2COL)
+charge(__name__, COL2IM, ("patch_rows_adjoint",))
 
 
 def buffer(workspace, name, shape, like, zeros=False):
@@ -49,7 +53,7 @@ def padded(x, padding, workspace, channels_last=False):
 
 def _windows_of(x, kernel, stride, padding, workspace):
     """The (N, C, KH, KW, OH, OW) windows of ``x`` zero-padded (a view)."""
-    kernel, stride, padding, out_size = _geometry("im2col", x.shape, kernel, stride, padding)
+    kernel, stride, padding, out_size = geometry("im2col", x.shape, kernel, stride, padding)
     return windows(padded(x, padding, workspace), kernel, stride, out_size)
 
 
@@ -85,7 +89,7 @@ def patch_rows(x_nhwc, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     copy reads KW*C neighbouring numbers at a time.
     """
     n, h, w, c = x_nhwc.shape
-    kernel, stride, padding, (oh, ow) = _geometry("im2col", (n, c, h, w), kernel, stride, padding)
+    kernel, stride, padding, (oh, ow) = geometry("im2col", (n, c, h, w), kernel, stride, padding)
     (kh, kw), (sh, sw) = kernel, stride
     xp = get_array_module(x_nhwc)
     x_padded = nhwc(padded(from_nhwc(x_nhwc), padding, workspace, channels_last=True))
@@ -106,7 +110,7 @@ def patch_rows_adjoint(rows, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
     """
     xp = get_array_module(rows)
     n, c, h, w = x_shape
-    kernel, stride, padding, (oh, ow) = _geometry("col2im", x_shape, kernel, stride, padding)
+    kernel, stride, padding, (oh, ow) = geometry("col2im", x_shape, kernel, stride, padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     rows = rows.reshape(n, oh, ow, kh, kw, c)
     dx_padded = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=rows.dtype)

@@ -4,8 +4,8 @@ What a model computes is fixed by its layers (npse.nn, the reference). How fast 
 chosen here, and only here: the memory format of the activations, which formulation of each
 layer runs (npse.fast), the thresholds between them, the route to a convolution's input
 gradient, the fused CuPy kernels, the kept buffers. A model owns one policy
-(``model.use_policy(policy)``, :data:`FAST` by default); ``npse train`` and ``npse bench`` print
-it. It is never part of a model's config or state_dict: the same weights give the same numbers
+(``model.use_policy(policy)``): it starts under :data:`REFERENCE`, and its caller chooses
+:data:`FAST`; ``npse train`` and ``npse bench`` print it. It is never part of a model's config or state_dict: the same weights give the same numbers
 (to rounding) under every policy, which tests/test_formulations.py checks.
 
 Chapter: docs/B-speed.md.
@@ -26,7 +26,7 @@ class ExecutionPolicy:
 
     ``formulations``: False runs every layer's reference functions (npse.nn) and nothing else;
     the other fields then do not apply.
-    ``memory_format``: how the model stores its activations (npse.nn.layout): "auto" is channels
+    ``memory_format``: how the model stores its activations (npse.fast.layout): "auto" is channels
     last on NumPy, where that measured faster, and contiguous on CuPy.
     ``per_image_min_pixels``: contiguous NumPy convolutions with at least this many output pixels
     per image run one product per image (measured: faster at 32x32 and 16x16, slower at 8x8).
@@ -94,7 +94,7 @@ class ExecutionPolicy:
                 f"workspaces {'on' if self.workspaces else 'off'}")
 
 
-#: What the models use unless told otherwise: every formulation where it measured faster.
+#: Every formulation where it measured faster: what npse train, bench and evaluate choose.
 FAST = ExecutionPolicy()
 #: The reference layers only (npse.nn), activations contiguous: what a student reads.
 REFERENCE = ExecutionPolicy(name="reference", formulations=False, memory_format="contiguous",

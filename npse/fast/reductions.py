@@ -8,7 +8,12 @@ expression it equals; tests/test_formulations.py compares them.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..nn.layout import is_channels_last, nhwc
+from .layout import is_channels_last, nhwc
+from .registry import BATCHNORM, ELEMENTWISE, charge
+
+# BatchNorm's sums, and the squeeze and the SE block's ds
+charge(__name__, BATCHNORM, ("channel_sum", "channel_dot"))
+charge(__name__, ELEMENTWISE, ("spatial_dot", "spatial_mean"))
 
 
 def spatial_dot(a, b):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..nn import GlobalAvgPool2d, SEBlock
-from ..nn.layout import from_nhwc, is_channels_last
-from ..nn.pooling import _check_has_pixels
+from .layout import from_nhwc, is_channels_last
+from ..nn.pooling import check_has_pixels
 from ..nn.se_block import SQUEEZES, channel_scale_forward
 from .reductions import spatial_dot, spatial_mean
 from .registry import register
@@ -26,7 +26,7 @@ class GlobalAvgPool2dFormulation:
         pass
 
     def forward(self, x, keep=True):
-        _check_has_pixels("GlobalAvgPool2d", x)
+        check_has_pixels("GlobalAvgPool2d", x)
         return spatial_mean(x), (x.shape, is_channels_last(x))
 
     def backward(self, dz, cache):

@@ -25,10 +25,10 @@ from __future__ import annotations
 import numpy
 
 from .. import backend
-from ..fast import FAST, ExecutionPolicy, attach
+from ..fast import REFERENCE, ExecutionPolicy, attach
 from ..nn import (GATES, SQUEEZES, BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, Module, ReLU,
                   SEBlock, SEBlockNoSqueeze, Sequential, ShortcutA, init)
-from ..nn.layout import to_channels_last
+from ..fast.layout import to_channels_last
 from ..nn.module import check_array
 
 SE_VARIANTS = (None, "standard", "pre", "post", "identity", "3x3", "nosqueeze")
@@ -174,13 +174,16 @@ class CifarResNet(Module):
             if isinstance(m, Conv2d):
                 m.weight.data = init.kaiming_normal(m.weight.shape, rng, self.dtype, mode="fan_out")
         self.config = dict(c)
-        self.use_policy(FAST)
+        # Built, a model computes by the reference layers; how fast it runs is its caller's
+        # choice (use_policy), made where it can be seen: npse train, npse bench, npse evaluate.
+        self.use_policy(REFERENCE)
 
     def use_policy(self, policy: ExecutionPolicy):
         """Compute from now on as ``policy`` says (npse.fast; docs/B-speed.md): the memory
-        format of the activations and the formulation of every layer. The numbers are the same
-        under every policy (tests/test_formulations.py), and the policy is not part of
-        ``config`` or ``state_dict``. Returns the model."""
+        format of the activations and the formulation of every layer. A model starts under
+        :data:`npse.fast.REFERENCE`; the callers that want speed choose :data:`npse.fast.FAST`.
+        The numbers are the same under every policy (tests/test_formulations.py), and the
+        policy is not part of ``config`` or ``state_dict``. Returns the model."""
         if not isinstance(policy, ExecutionPolicy):
             raise TypeError(f"CifarResNet.use_policy: expected an npse.fast.ExecutionPolicy, got "
                             f"{type(policy).__name__}")

@@ -31,7 +31,7 @@ def _as_float(v) -> float:
         return float("nan")
 
 
-def _per_channel(v):
+def per_channel(v):
     """(C,) -> (1, C, 1, 1), to broadcast against (N, C, H, W)."""
     return v.reshape(1, -1, 1, 1)
 
@@ -61,8 +61,8 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
     else:
         mean, var = running_mean, running_var
     inv_std = 1.0 / xp.sqrt(var + eps)                       # (C,)
-    xhat = (x - _per_channel(mean)) * _per_channel(inv_std)
-    y = _per_channel(gamma) * xhat + _per_channel(beta)
+    xhat = (x - per_channel(mean)) * per_channel(inv_std)
+    y = per_channel(gamma) * xhat + per_channel(beta)
     return y, (xhat, gamma, inv_std, training)
 
 
@@ -73,9 +73,9 @@ def batchnorm2d_backward(dy, cache):
     dbeta = dy.sum(axis=AXES)
     dgamma = (dy * xhat).sum(axis=AXES)
     if training:      # mu and var depend on x too: the two terms that subtract their share
-        dx = _per_channel(gamma * inv_std) * (dy - _per_channel(dbeta / m) - xhat * _per_channel(dgamma / m))
+        dx = per_channel(gamma * inv_std) * (dy - per_channel(dbeta / m) - xhat * per_channel(dgamma / m))
     else:             # evaluation: an affine map of x
-        dx = dy * _per_channel(gamma * inv_std)
+        dx = dy * per_channel(gamma * inv_std)
     return dx, dgamma, dbeta
 
 

@@ -115,21 +115,6 @@ class Conv2d(Module):
             self.bias.grad += dbias
         return dx
 
-    def products(self, x_shape, channels_last=False, input_grad=True):
-        """[(shape of A, shape of B, how many times)]: the matrix products A @ B that one forward
-        and backward pass on an input of ``x_shape`` runs (``npse bench`` times them), by the
-        formulation in force; ``input_grad=False`` leaves out the input gradient's."""
-        n, c, h, w = x_shape
-        o, (kh, kw), (sh, sw), (ph, pw) = self.out_channels, self.kernel_size, self.stride, self.padding
-        if self.formulation is not None:
-            xp = get_array_module(self.weight.data)
-            return self.formulation.products(xp, x_shape, channels_last, self.weight.shape,
-                                             self.stride, self.padding, input_grad)
-        k = c * kh * kw
-        pixels = n * ((h + 2 * ph - kh) // sh + 1) * ((w + 2 * pw - kw) // sw + 1)
-        found = [((o, k), (k, pixels), 1), ((o, pixels), (pixels, k), 1)]
-        return found + ([((k, o), (o, pixels), 1)] if input_grad else [])
-
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")

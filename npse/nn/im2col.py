@@ -74,7 +74,7 @@ def windows(x_padded, kernel, stride, out_size):
     )
 
 
-def _geometry(who, x_shape, kernel, stride, padding):
+def geometry(who, x_shape, kernel, stride, padding):
     """Checked (kernel, stride, padding, (OH, OW)) pairs for an (N, C, H, W) input, errors naming ``who``."""
     kernel, stride = pair(kernel, "kernel", who), pair(stride, "stride", who)
     padding = pair(padding, "padding", who)
@@ -87,7 +87,7 @@ def im2col(x, kernel, stride=(1, 1), padding=(0, 0)):
     Row index is (c, ky, kx) in C order, matching ``weight.reshape(O, C*KH*KW)``; column index is
     (n, oy, ox).  The windows are a view of the padded input; one copy lays them out.
     """
-    kernel, stride, padding, out_size = _geometry("im2col", x.shape, kernel, stride, padding)
+    kernel, stride, padding, out_size = geometry("im2col", x.shape, kernel, stride, padding)
     win = windows(pad2d(x, padding), kernel, stride, out_size)      # (N, C, KH, KW, OH, OW)
     n, c, kh, kw, oh, ow = win.shape
     cols = win.transpose(1, 2, 3, 0, 4, 5)                           # (C, KH, KW, N, OH, OW)
@@ -103,7 +103,7 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
     """
     xp = get_array_module(cols)
     n, c, h, w = x_shape
-    kernel, stride, padding, (oh, ow) = _geometry("col2im", x_shape, kernel, stride, padding)
+    kernel, stride, padding, (oh, ow) = geometry("col2im", x_shape, kernel, stride, padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     cols = cols.reshape(c, kh, kw, n, oh, ow)
     dx_padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)

@@ -88,7 +88,7 @@ def avgpool2d_backward(dy, cache):
 
 
 # --- global pooling --------------------------------------------------------------------------------
-def _check_has_pixels(layer, x):
+def check_has_pixels(layer, x):
     """A mean or maximum over no pixels is undefined: refuse it rather than return NaN."""
     if x.shape[2] * x.shape[3] == 0:
         raise ValueError(f"{layer}: the input has no pixels (shape {tuple(x.shape)}); "
@@ -97,7 +97,7 @@ def _check_has_pixels(layer, x):
 
 def global_avgpool2d_forward(x):
     """x (N, C, H, W) -> z (N, C), the mean over H and W; the cache is the input's shape."""
-    _check_has_pixels("GlobalAvgPool2d", x)
+    check_has_pixels("GlobalAvgPool2d", x)
     return x.mean(axis=(2, 3), dtype=x.dtype), x.shape
 
 
@@ -110,7 +110,7 @@ def global_avgpool2d_backward(dz, x_shape):
 
 def global_maxpool2d_forward(x):
     """x (N, C, H, W) -> z (N, C), the maximum over H and W; ties go to the first maximum."""
-    _check_has_pixels("GlobalMaxPool2d", x)
+    check_has_pixels("GlobalMaxPool2d", x)
     xp = get_array_module(x)
     n, c = x.shape[:2]
     flat = x.reshape(n, c, -1)

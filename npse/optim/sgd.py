@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy
 
 from .. import backend
+from ..fast.sgd import FusedSGDUpdate
 from ..nn.module import Parameter
 
 
@@ -76,13 +77,17 @@ class SGD:
         decay_filter: ``decay_filter(name, param) -> bool``, which parameters get weight decay
             (None: all). :func:`skip_bn_and_bias` is the usual choice.
         fused: on CuPy, one fused kernel per parameter instead of six array expressions (the
-            same numbers; an execution policy's ``fused``, docs/B-speed.md). NumPy ignores it.
+            same numbers; an execution policy's ``fused``, docs/B-speed.md): the update
+            :class:`npse.fast.sgd.FusedSGDUpdate`. NumPy ignores it.
     """
 
     def __init__(self, named_params, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
                  decay_filter=None, fused=True):
         self.params = _named(named_params)
         self.fused = bool(fused)
+        # A faster formulation of the per-parameter update (npse.fast), or None: the plain
+        # array expressions of step() everywhere.
+        self.formulation = FusedSGDUpdate() if self.fused else None
         self.lr = lr
         self.momentum = _check_nonneg("momentum", momentum)
         if self.momentum >= 1.0:
@@ -133,8 +138,9 @@ class SGD:
         lr, mom = self.lr, self.momentum
         for i, (name, p) in enumerate(self.params):
             xp = backend.get_array_module(p.data, p.grad)
-            if mom != 0.0 and self.fused and xp.__name__ == "cupy":
-                self._step_fused(i, p, xp)
+            if self.formulation is not None and self.formulation.applies(xp, mom):
+                self._buffers[i] = self.formulation.update(p.data, p.grad, self._buffers[i], lr, mom,
+                                                           self._decay[i], self.nesterov)
                 continue
             g = self._work[i] = self._scratch(self._work[i], p.data)
             wd = self._decay[i]
@@ -161,19 +167,6 @@ class SGD:
             xp.multiply(g, lr, out=g)
             p.data -= g                          # p = p - lr * g
         self.step_count += 1
-
-    def _step_fused(self, i, p, xp) -> None:
-        """The same update as :meth:`step` in one CuPy kernel launch per parameter.
-
-        A momentum buffer that starts at zero gives b = momentum * 0 + g = g on the first step,
-        exactly the plain rule's ``b = g``.
-        """
-        b = self._buffers[i]
-        if b is None or backend.backend_of(b) != "cupy":
-            b = xp.zeros_like(p.data) if b is None else xp.asarray(b, dtype=p.data.dtype)
-            self._buffers[i] = b
-        t = p.data.dtype.type
-        _sgd_kernel(self.nesterov)(p.grad, t(self.lr), t(self.momentum), t(self._decay[i]), p.data, b)
 
     # --- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -237,20 +230,3 @@ class SGD:
         return (f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
                 f"weight_decay={self.weight_decay}, params={len(self.params)})")
 
-
-_SGD_KERNELS: dict = {}
-
-
-def _sgd_kernel(nesterov: bool):
-    """A CuPy ElementwiseKernel for one momentum-SGD update (built once, on first use).
-
-    Reference: the plain array expressions of :meth:`SGD.step`, which tests compare it with.
-    """
-    if nesterov not in _SGD_KERNELS:
-        import cupy
-        last = "p -= lr * (g + mom * b);" if nesterov else "p -= lr * b;"
-        _SGD_KERNELS[nesterov] = cupy.ElementwiseKernel(
-            "T grad, T lr, T mom, T wd", "T p, T b",
-            "T g = grad + wd * p; b = mom * b + g; " + last,
-            "npse_sgd_nesterov" if nesterov else "npse_sgd_momentum")
-    return _SGD_KERNELS[nesterov]

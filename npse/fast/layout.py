@@ -17,6 +17,9 @@ gives the next layer's input directly, with no transpose (docs/B-speed.md measur
 from __future__ import annotations
 
 from ..backend import get_array_module
+from .registry import GEMM, charge
+
+charge(__name__, GEMM)     # the copies between the formats, beside the products they feed
 
 
 def is_channels_last(x) -> bool:
