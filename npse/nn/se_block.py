@@ -35,7 +35,9 @@ GATES = {
 }
 
 
-def _choice(layer, name, value, options):
+def choose(layer, name, value, options):
+    """``options[value]``: the (forward, backward) pair named ``value``; a ValueError naming the
+    layer and the choices for a name that is not one of them."""
     if value not in options:
         raise ValueError(f"{layer}: {name} must be one of {sorted(options)}, got {value!r}")
     return options[value]
@@ -54,8 +56,8 @@ def channel_scale_backward(dy, cache):
 
 def se_block_forward(x, w1, b1, w2, b2, squeeze="avg", excitation="sigmoid"):
     """x (N, C, H, W) -> y (N, C, H, W), cache.  ``cache["gate"]`` is s (N, C)."""
-    squeeze_fwd, _ = _choice("SEBlock", "squeeze", squeeze, SQUEEZES)
-    gate_fwd, _ = _choice("SEBlock", "excitation", excitation, GATES)
+    squeeze_fwd, _ = choose("SEBlock", "squeeze", squeeze, SQUEEZES)
+    gate_fwd, _ = choose("SEBlock", "excitation", excitation, GATES)
     z, squeeze_cache = squeeze_fwd(x)
     a, fc1_cache = linear.linear_forward(z, w1, b1)
     r, relu_mask = activations.relu_forward(a)
@@ -106,8 +108,8 @@ class SEBlock(Module):
             raise ValueError(f"SEBlock: channels must be a positive int, got {channels!r}")
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
             raise ValueError(f"SEBlock: reduction must be a positive int, got {reduction!r}")
-        _choice("SEBlock", "squeeze", squeeze, SQUEEZES)
-        _choice("SEBlock", "excitation", excitation, GATES)
+        choose("SEBlock", "squeeze", squeeze, SQUEEZES)
+        choose("SEBlock", "excitation", excitation, GATES)
         self.channels, self.reduction = channels, reduction
         self.hidden = max(1, channels // reduction)
         self.squeeze, self.excitation = squeeze, excitation

@@ -16,12 +16,12 @@ from . import activations
 from .conv2d import Conv2d, conv2d_backward, conv2d_forward
 from .init import as_rng
 from .module import Module, check_array
-from .se_block import GATES, _choice, checked_fixed_gate
+from .se_block import GATES, choose, checked_fixed_gate
 
 
 def se_no_squeeze_forward(x, w1, b1, w2, b2, excitation="sigmoid"):
     """x (N, C, H, W) -> y (N, C, H, W), cache.  ``cache["gate"]`` is s (N, C, H, W)."""
-    gate_fwd, _ = _choice("SEBlockNoSqueeze", "excitation", excitation, GATES)
+    gate_fwd, _ = choose("SEBlockNoSqueeze", "excitation", excitation, GATES)
     a, fc1_cache = conv2d_forward(x, w1, b1)
     r, relu_mask = activations.relu_forward(a)
     u, fc2_cache = conv2d_forward(r, w2, b2)
@@ -56,7 +56,7 @@ class SEBlockNoSqueeze(Module):
             raise ValueError(f"SEBlockNoSqueeze: channels must be a positive int, got {channels!r}")
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
             raise ValueError(f"SEBlockNoSqueeze: reduction must be a positive int, got {reduction!r}")
-        _choice("SEBlockNoSqueeze", "excitation", excitation, GATES)
+        choose("SEBlockNoSqueeze", "excitation", excitation, GATES)
         self.channels, self.reduction = channels, reduction
         self.hidden = max(1, channels // reduction)
         self.excitation = excitation
