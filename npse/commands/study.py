@@ -1,4 +1,4 @@
-"""The options of ``npse study`` and what they run (registered by npse/cli.py)."""
+"""``npse study``: run one of the paper's ablations (npse/study/, docs/12-studies.md)."""
 from __future__ import annotations
 
 import os
@@ -6,13 +6,18 @@ import sys
 from pathlib import Path
 
 from ..backend import BACKENDS
-from .arms import QUICK, STUDIES, MIN_SEEDS, Protocol, study_arms
-from .report import report
-from .runs import LOCK, _lock_holder, _stop_on_sigterm, plan, run_study
-from .synthetic import ensure_quick_data
+
+HELP = "run one of the paper's ablations (arms x seeds) and tabulate it"
+
+DESCRIPTION = ("Run a study of the paper's ablations: every arm x seed is an ordinary "
+               "training run in OUT/<arm>/seed-<s>/; finished runs are skipped, interrupted "
+               "ones resumed. Writes OUT/results.{json,md,png}. See docs/12-studies.md.")
 
 
 def add_arguments(p) -> None:
+    # The help texts name the studies and the seed minimum; the arms module holds both (and
+    # imports the training configuration), so it is read when the parser is built, not before.
+    from ..study.arms import MIN_SEEDS, STUDIES
     p.add_argument("name", metavar="NAME",
                    help=f"a study ({', '.join(STUDIES)}) or a comma-separated list of them")
     p.add_argument("--out", metavar="DIR", help="the study folder (default: studies/NAME, or "
@@ -50,10 +55,34 @@ def add_arguments(p) -> None:
                    help="how long each K is timed (default: 10)")
 
 
-def main_from_args(args) -> int:
+def run(args) -> int:
+    from ..study.report import report
     if args.report:
         report(args.name, args.report)
         return 0
+    protocol = _protocol(args)
+    if args.probe:
+        return _probe(args, protocol)
+    from ..study.synthetic import ensure_quick_data
+    out = Path(args.out or os.path.join("studies", ("quick-" if args.quick else "")
+                                        + args.name.replace(",", "+")))
+    data_dir = ensure_quick_data(args.data_dir, out) if args.quick else args.data_dir
+    if args.list:
+        return _list(args, out, protocol, data_dir)
+    from ..study.runs import run_study, stop_on_sigterm
+    command = "npse study " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    stop_on_sigterm()
+    run_study(args.name, out, protocol, seeds=args.seeds, jobs=args.jobs,
+              retry_failed=args.retry_failed, command=command, threads=args.threads,
+              time_limit=None if args.time_limit is None else 60 * args.time_limit,
+              backend=args.backend, data_dir=data_dir)
+    return 0
+
+
+def _protocol(args):
+    """The protocol the options ask for (--quick's defaults where an option is left out), and
+    the checks every mode but --report makes before it starts."""
+    from ..study.arms import QUICK, Protocol, study_arms
     quick = args.quick
     given = {k: getattr(args, k) for k in ("epochs", "batch_size", "train_subset", "depth")
              if getattr(args, k) is not None}
@@ -71,31 +100,28 @@ def main_from_args(args) -> int:
     study_arms(args.name)
     if args.time_limit is not None and not args.time_limit > 0:
         raise ValueError(f"study: --time-limit must be > 0 minutes, got {args.time_limit!r}")
-    if args.probe:
-        try:
-            ks = [int(k) for k in args.probe.split(",")]
-        except ValueError:
-            raise ValueError(f"study: --probe takes positive integers like 1,2,4,8, got "
-                             f"{args.probe!r}") from None
-        from .probe import probe
-        probe(protocol, ks, backend=args.backend, seconds=args.probe_seconds,
-              minutes=args.time_limit)
-        return 0
-    out = Path(args.out or os.path.join("studies", ("quick-" if quick else "")
-                                        + args.name.replace(",", "+")))
-    data_dir = ensure_quick_data(args.data_dir, out) if quick else args.data_dir
-    if args.list:
-        holder = _lock_holder(out / LOCK) if (out / LOCK).exists() else None
-        if holder:
-            print(f"being run by another npse study ({holder})")
-        for j in plan(args.name, out, protocol, args.seeds, backend=args.backend,
-                      data_dir=data_dir):
-            print(f"{j.arm:22s} seed {j.seed}  {j.state}")
-        return 0
-    command = "npse study " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    _stop_on_sigterm()
-    run_study(args.name, out, protocol, seeds=args.seeds, jobs=args.jobs,
-              retry_failed=args.retry_failed, command=command, threads=args.threads,
-              time_limit=None if args.time_limit is None else 60 * args.time_limit,
-              backend=args.backend, data_dir=data_dir)
+    return protocol
+
+
+def _probe(args, protocol) -> int:
+    try:
+        ks = [int(k) for k in args.probe.split(",")]
+    except ValueError:
+        raise ValueError(f"study: --probe takes positive integers like 1,2,4,8, got "
+                         f"{args.probe!r}") from None
+    from ..study.probe import probe
+    probe(protocol, ks, backend=args.backend, seconds=args.probe_seconds,
+          minutes=args.time_limit)
+    return 0
+
+
+def _list(args, out: Path, protocol, data_dir) -> int:
+    from ..study.folder import LOCK, lock_holder
+    from ..study.runs import plan
+    holder = lock_holder(out / LOCK) if (out / LOCK).exists() else None
+    if holder:
+        print(f"being run by another npse study ({holder})")
+    for j in plan(args.name, out, protocol, args.seeds, backend=args.backend,
+                  data_dir=data_dir):
+        print(f"{j.arm:22s} seed {j.seed}  {j.state}")
     return 0
