@@ -88,9 +88,9 @@ def test_plan_skips_finished_resumes_interrupted_restarts_partial(tmp_path):
     assert jobs["baseline", 0].state == "finished"
     assert jobs["reference", 0].state == "interrupted"
     assert jobs["squeeze-max", 0].state == "absent"
-    assert study._spec(jobs["reference", 0], 1, "")["config"]["resume"] is True
-    assert study._spec(jobs["squeeze-max", 0], 1, "")["config"]["overwrite"] is True
-    assert study._spec(jobs["baseline", 1], 1, "")["config"]["overwrite"] is False
+    assert study.worker_spec(jobs["reference", 0], 1, "")["config"]["resume"] is True
+    assert study.worker_spec(jobs["squeeze-max", 0], 1, "")["config"]["overwrite"] is True
+    assert study.worker_spec(jobs["baseline", 1], 1, "")["config"]["overwrite"] is False
 
 
 def test_a_run_of_another_configuration_is_refused(tmp_path):
@@ -170,13 +170,13 @@ def test_a_tiny_study_runs_end_to_end_and_skips_what_is_done(tmp_path):
 
 
 def test_a_run_is_started_only_where_the_runs_so_far_say_it_fits():
-    from npse.study.runs import _fits
+    from npse.study.runs import fits_in_time
     job = study.plan("squeeze", Path("/nonexistent/study"), PROTOCOL, seeds=1)[0]
     now = time.time()
-    assert _fits(job, {}, None) and _fits(job, {}, now + 1)        # nothing known: it may run
-    assert _fits(job, {"basic": [5.0, 20.0]}, now + 60)
-    assert not _fits(job, {"basic": [5.0, 20.0]}, now + 10)       # the longest run decides
-    assert not _fits(job, {"bottleneck": [30.0]}, now + 10)       # another network's, if need be
+    assert fits_in_time(job, {}, None) and fits_in_time(job, {}, now + 1)   # nothing known: it may run
+    assert fits_in_time(job, {"basic": [5.0, 20.0]}, now + 60)
+    assert not fits_in_time(job, {"basic": [5.0, 20.0]}, now + 10)    # the longest run decides
+    assert not fits_in_time(job, {"bottleneck": [30.0]}, now + 10)    # another network's, if need be
 
 
 def test_the_time_limit_stops_the_runs_and_the_same_command_finishes_them(tmp_path):

@@ -1,21 +1,98 @@
-"""``npse excitation`` (placeholder until the excitation package lands)."""
+"""``npse excitation``: what the SE gates of a trained network do (npse/excitation/,
+docs/13-role-of-excitation.md)."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 from . import options
 
 HELP = "what the SE gates of a trained network do, per class and depth"
 
-DESCRIPTION = ("Run the test set through a trained SE network, record every SE block's gates per "
-               "class (OUT/gates.npz), measure class-specificity, saturation and spread, check the "
-               "paper's claims, probe each stage by fixing its gates, and draw the paper's figures "
-               "6 and 7 (OUT/*.png, needs matplotlib).")
+DESCRIPTION = ("Run the test set through a trained SE network, record every SE block's gates "
+               "per class (OUT/gates.npz), measure class-specificity, saturation and spread, "
+               "check the paper's claims, probe each stage by fixing its gates, and draw the "
+               "paper's figures 6 and 7 (OUT/*.png, needs matplotlib).")
+
+
+def class_list(text) -> list:
+    """argparse type: comma-separated class names (blanks dropped)."""
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def add_arguments(p) -> None:
-    from .. import excitation
-    excitation.add_arguments(p, options.positive_int)
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a checkpoint.npz of npse train, a weights-only export of one, or a run "
+                        "directory")
+    p.add_argument("--out", metavar="DIR",
+                   help="where gates.npz, excitation.json/.md and the plots go (default: "
+                        "excitation/ next to the checkpoint)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where the CIFAR files are (default: $NPSE_DATA or ~/.cache/npse)")
+    p.add_argument("--no-download", dest="download", action="store_false",
+                   help="fail if the data are missing instead of downloading them")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                   help="array backend (default: numpy)")
+    p.add_argument("--batch-size", type=options.positive_int, default=250, help="default: 250")
+    p.add_argument("--classes", type=class_list, metavar="A,B,...",
+                   help="classes drawn in the figure-6 plot (default: the first four); the first "
+                        "two are drawn in the figure-7 plot")
+    p.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="skip the probe (each stage's gates fixed at test time; 2 test-set passes "
+                        "per stage)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="write no PNG files")
+    p.add_argument("--study", metavar="DIR",
+                   help="a folder of 'npse study stages': set its arms reference and stages-1-2 "
+                        "(the last stage's SE dropped and the network retrained) beside the probe")
 
 
 def run(args) -> int:
-    from .. import excitation
-    return excitation.command(args)
+    """Load, check, analyse, plot; prints where everything went."""
+    from .. import backend
+    from ..config import TrainConfig, load_dataset
+    from ..excitation.report import analyse, plot_gates, report_markdown, study_side_by_side
+    from ..excitation.stats import find_se_blocks
+    from ..fast import FAST
+    from ..rundir import CHECKPOINT, load_model_for_inference
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    model, meta = load_model_for_inference(path, args.backend)
+    model.use_policy(FAST)                   # the fast formulations, as npse train evaluated
+    find_se_blocks(model, f"{path} (model {meta['config'].get('model')})")
+    classes = list(meta["classes"])
+    shown = args.classes or classes[:4]
+    unknown = [c for c in shown if c not in classes]
+    if unknown:
+        raise ValueError(f"--classes: unknown {unknown}; the checkpoint's classes are {classes}")
+    study = study_side_by_side(args.study) if args.study else None
+    out = Path(args.out) if args.out else path.parent / "excitation"
+    config = TrainConfig.from_dict(meta["config"])
+    config.data_dir, config.download = args.data_dir, args.download
+    data = load_dataset(config)
+    with backend.using(args.backend):
+        report = analyse(model, meta, data, out, path, args.batch_size, args.probe,
+                         _command_line(args), study)
+    print(report_markdown(report), end="")
+    print(f"wrote {out / 'gates.npz'}, {out / 'excitation.json'}, {out / 'excitation.md'}")
+    if args.plots:
+        try:
+            paths = plot_gates(report["stats"], classes, out, shown, shown[:2])
+        except ImportError:
+            print("npse: note: no plots, matplotlib is not installed (pip install 'npse[plot]')",
+                  file=sys.stderr)
+        else:
+            print("wrote " + ", ".join(str(q) for q in paths))
+    return 0
+
+
+def _command_line(args) -> str:
+    """The command as excitation.json records it: the data folder, a local path, as DIR, so that
+    the same analysis records the same line on every machine."""
+    given = [f"npse excitation {args.checkpoint}"] + (["--data-dir DIR"] if args.data_dir else [])
+    given += [f"--out {args.out}"] if args.out else []
+    given += [f"--classes {','.join(args.classes)}"] if args.classes else []
+    given += [] if args.probe else ["--no-probe"]
+    given += [f"--study {args.study}"] if args.study else []
+    return " ".join(given)

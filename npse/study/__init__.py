@@ -3,7 +3,7 @@
 Chapter: docs/12-studies.md. The studies follow Hu et al., *Squeeze-and-Excitation Networks*
 (TPAMI version, arXiv:1709.01507 v4, section 6), scaled down to CIFAR ResNets.
 
-A study is a named list of *arms*; an arm is a set of :class:`npse.train.TrainConfig` overrides.
+A study is a named list of *arms*; an arm is a set of :class:`npse.config.TrainConfig` overrides.
 Every run of arm ``a`` with seed ``s`` lives in ``OUT/<a>/seed-<s>/`` and is what ``npse train``
 would write there. Its state is read from the files alone, so that a fresh checkout holding only
 the committed ``config.json`` and ``metrics.jsonl`` knows what is done:
@@ -16,11 +16,15 @@ the committed ``config.json`` and ``metrics.jsonl`` knows what is done:
 ``OUT/study.json`` holds the protocol (epochs, batch size, subset, depth, widths); a folder that
 holds another protocol, or files that are not a study's, is refused. Several studies with one
 protocol may share a folder: an arm they share (baseline, reference) is trained once.
+
+Modules: ``arms`` (the studies and the protocol), ``folder`` (the folder's files and a run's
+state), ``runs`` (the workers and the scheduler), ``report`` (the table), ``stats``, ``probe``
+(``--probe``), ``synthetic`` (``--quick``'s data); the command is :mod:`npse.commands.study`.
 """
 from .arms import ARMS, MIN_SEEDS, PRIMARY, QUICK, STUDIES, Arm, Protocol, seeds_for, study_arms
+from .folder import (FAILED, LOCK, LOG, RUN_RECORD, STUDY_FORMAT, lock_holder, open_study_folder,
+                     read_metrics, read_protocol, run_dir, run_state, study_lock)
 from .report import aggregate, markdown, model_facts, plot, report, write_report
-from .runs import (FAILED, LOCK, LOG, RUN_RECORD, STUDY_FORMAT, Job, git_commit, open_study_folder, plan,
-                   read_metrics, read_protocol, run_dir, run_one, run_state, run_study, _spec)
+from .runs import Job, git_commit, plan, run_one, run_study, stop_on_sigterm, worker_spec
 from .stats import arm_stats, difference, pooled_sd, t_quantile
 from .synthetic import ensure_quick_data, write_synthetic_cifar10
-from .command import add_arguments, main_from_args

@@ -3,11 +3,11 @@
 import json
 import sys
 
-from .runs import _stop_on_sigterm, run_one
+from .runs import run_one, stop_on_sigterm
 
 
 def _worker_main(argv) -> int:
-    _stop_on_sigterm()
+    stop_on_sigterm()
     spec = json.loads(argv[1])
     return run_one(spec)
 

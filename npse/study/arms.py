@@ -5,7 +5,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .. import train as T
+from ..config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,14 +123,14 @@ class Protocol:
     def as_dict(self):
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    def train_config(self, arm: Arm, seed: int, out: Path, **runtime) -> T.TrainConfig:
+    def train_config(self, arm: Arm, seed: int, out: Path, **runtime) -> TrainConfig:
         kw = dict(arm.overrides)
         kw.update(epochs=self.epochs, batch_size=self.batch_size, train_subset=self.train_subset,
                   seed=seed, depth=self.bottleneck_depth if arm.network == "bottleneck"
                   else self.depth, quiet=True)
         if self.widths is not None:
             kw["widths"] = tuple(self.widths)
-        config = T.TrainConfig(out=str(out), **kw, **runtime)
+        config = TrainConfig(out=str(out), **kw, **runtime)
         if self.quick:
             # One epoch is too short for a warm-up; a tenth of the test set is enough to show
             # the machinery.

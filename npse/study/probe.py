@@ -28,9 +28,9 @@ def probe_worker(spec: dict) -> int:
     """One process of the probe (``python -m npse.study --probe-worker SPEC``): warm up, print
     ``ready``, wait for a line on stdin, train for ``spec["seconds"]``, print the images/s."""
     from .. import backend
-    from ..step import Setup
     from ..fast import FAST
     from ..models import build_model
+    from ..step import Setup
     backend.set_backend(spec["backend"])
     xp = backend.module()
     protocol = Protocol(**{**spec["protocol"], "widths": spec["protocol"]["widths"]

@@ -1,13 +1,13 @@
 """A study's table from the files on disk: results.json, results.md, results.png."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from ..rundir import write_text_atomic
-from .arms import ARMS, MIN_SEEDS, PRIMARY, QUICK, Arm, Protocol, seeds_for, study_arms
-from .runs import FAILED, RUN_RECORD, STUDY_FORMAT, _write_json, read_protocol, run_dir, run_state
+from .arms import ARMS, MIN_SEEDS, QUICK, Arm, Protocol, seeds_for, study_arms
+from .folder import (RESULTS_JSON, RESULTS_MD, RESULTS_PNG, STUDY_FORMAT, failed_error,
+                     read_protocol, run_dir, run_state, seeds_on_disk, wall_seconds, write_json)
 from .stats import arm_stats, difference, pooled_sd, t_quantile
 
 
@@ -35,10 +35,9 @@ def aggregate(names: str, out, protocol: Protocol, seeds: int) -> dict:
             state, metrics = run_state(d, protocol.train_config(ARMS[arm], s, d).training_dict())
             if state == "finished":
                 accs.append(metrics[-1]["test_acc"])
-                walls.append(_wall_seconds(d, metrics))
+                walls.append(wall_seconds(d, metrics))
             elif state == "failed":
-                failed.append({"seed": s, "error": json.loads(
-                    (d / FAILED).read_text(encoding="utf-8")).get("error")})
+                failed.append({"seed": s, "error": failed_error(d)})
             else:
                 missing.append(s)
         finals[arm] = accs
@@ -61,13 +60,6 @@ def aggregate(names: str, out, protocol: Protocol, seeds: int) -> dict:
     return {"format": STUDY_FORMAT, "study": names, "protocol": protocol.as_dict(),
             "seeds": seeds, "pooled_sd": s_p, "pooled_df": df,
             "t_975": t_quantile(0.975, df) if df else None, "arms": table}
-
-
-def _wall_seconds(d: Path, metrics: list) -> float:
-    try:
-        return float(json.loads((d / RUN_RECORD).read_text(encoding="utf-8"))["wall_seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return float(sum(m["seconds"] for m in metrics))
 
 
 def _pct(x, signed=False):
@@ -193,12 +185,12 @@ def plot(results: dict, path: Path) -> None:
 
 def write_report(results: dict, out, names: str, log=print) -> None:
     out = Path(out)
-    _write_json(out / "results.json", results)
-    write_text_atomic(out / "results.md", markdown(results))
-    written = ["results.json", "results.md"]
+    write_json(out / RESULTS_JSON, results)
+    write_text_atomic(out / RESULTS_MD, markdown(results))
+    written = [RESULTS_JSON, RESULTS_MD]
     try:
-        plot(results, out / "results.png")
-        written.append("results.png")
+        plot(results, out / RESULTS_PNG)
+        written.append(RESULTS_PNG)
     except ImportError:
         log("results.png not drawn: matplotlib is not installed (pip install 'npse[plot]')")
     log(f"wrote {', '.join(str(out / w) for w in written)}")
@@ -208,18 +200,7 @@ def report(names: str, out, log=print) -> dict:
     """``npse study NAME --report OUT``: redraw the table and plot from the files in OUT."""
     protocol, _ = read_protocol(out)
     study_arms(names)
-    seeds = _seeds_on_disk(Path(out), names)
+    seeds = seeds_on_disk(Path(out), names)
     results = aggregate(names, out, protocol, seeds)
     write_report(results, out, names, log=log)
     return results
-
-
-def _seeds_on_disk(out: Path, names: str) -> int:
-    """The --seeds a folder was run with: the most seeds of any non-primary arm (>= 1)."""
-    most = 1
-    for arm in study_arms(names):
-        if arm in PRIMARY or not (out / arm).is_dir():
-            continue
-        found = [int(p.name[5:]) for p in (out / arm).glob("seed-*") if p.name[5:].isdigit()]
-        most = max([most] + [s + 1 for s in found])
-    return most

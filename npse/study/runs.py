@@ -1,78 +1,24 @@
-"""Run state on disk, one run in its own process (the worker), and a whole study."""
+"""Running a study: one run in its own process (the worker), and the scheduler that starts the
+workers of a whole study, then writes its report. Where each file of the folder lives, and what
+state a run is in, is :mod:`.folder`'s."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .. import train as T
-from ..rundir import write_text_atomic
+from ..config import TrainConfig
+from ..rundir import METRICS, OWN_FILES
+from ..train import NonFiniteLossError, train
 from .arms import ARMS, PRIMARY, Protocol, seeds_for, study_arms
-
-STUDY_FORMAT = "npse-study"
-RUN_RECORD = "run.json"        # git commit, wall time, threads: written by the worker
-FAILED = "failed.json"         # why a run failed
-LOG = "train.log"              # the worker's output (git-ignored)
-LOCK = "study.lock"            # held by the npse study that runs the folder (git-ignored)
-
-
-def run_dir(out: Path, arm: str, seed: int) -> Path:
-    return Path(out) / arm / f"seed-{seed}"
-
-
-def read_metrics(path: Path) -> list:
-    """The epoch records of a metrics.jsonl; ValueError for a line that is not one."""
-    records = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            m = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}, line {i}: not JSON") from None
-        if not isinstance(m, dict) or any(k not in m for k in T.METRIC_KEYS):
-            raise ValueError(f"{path}, line {i}: not an epoch record (needs "
-                             f"{', '.join(T.METRIC_KEYS)})")
-        records.append(m)
-    return records
-
-
-def run_state(directory: Path, expected: dict) -> tuple:
-    """``(state, metrics)`` of one run directory; state as in the module docstring.
-
-    ``expected`` is the training dict the run must have (a different one is a ValueError: the
-    folder holds another experiment)."""
-    d = Path(directory)
-    config_path, metrics_path = d / T.CONFIG, d / T.METRICS
-    if config_path.exists():
-        try:
-            saved = json.loads(config_path.read_text(encoding="utf-8")).get("config")
-        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-            raise ValueError(f"{config_path}: not an npse run configuration") from None
-        diff = sorted(k for k in set(expected) | set(saved or {})
-                      if (saved or {}).get(k) != expected.get(k))
-        if diff:
-            raise ValueError(f"{d} holds a run with another configuration ("
-                             + "; ".join(f"{k}: {(saved or {}).get(k)!r}, the study wants "
-                                         f"{expected.get(k)!r}" for k in diff[:3])
-                             + "); use another --out")
-    if (d / FAILED).exists():
-        return "failed", []
-    metrics = read_metrics(metrics_path) if metrics_path.exists() else []
-    complete = config_path.exists() and [m["epoch"] for m in metrics] == \
-        list(range(1, expected["epochs"] + 1))
-    if complete:
-        return "finished", metrics
-    if (d / T.CHECKPOINT).exists():
-        return "interrupted", metrics
-    return "absent", metrics
+from .folder import (FAILED, LOG, RUN_RECORD, open_study_folder, read_metrics, run_dir, run_state,
+                     study_lock, write_json)
+from .report import aggregate, write_report
 
 
 def git_commit() -> dict:
@@ -92,34 +38,30 @@ def git_commit() -> dict:
         return {"commit": None, "dirty": None}
 
 
-def _write_json(path: Path, obj) -> None:
-    write_text_atomic(Path(path), json.dumps(obj, indent=2) + "\n")
-
-
 def run_one(spec: dict) -> int:
-    """Train one arm x seed as described by ``spec`` (made by :func:`_spec`); return 0 or 1.
+    """Train one arm x seed as described by ``spec`` (made by :func:`worker_spec`); return 0 or 1.
 
     Runs in its own process: a failure is recorded in ``failed.json``, success in ``run.json``.
     """
-    config = T.TrainConfig(**{k: tuple(v) if k in ("widths", "se_stages") and v else v
-                              for k, v in spec["config"].items()})
+    config = TrainConfig(**{k: tuple(v) if k in ("widths", "se_stages") and v else v
+                            for k, v in spec["config"].items()})
     out = Path(config.out)
     started = time.time()
     record = {"arm": spec["arm"], "seed": config.seed, **git_commit(),
               "threads": spec.get("threads"), "started": time.strftime(
                   "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)), "command": spec["command"]}
     try:
-        final = T.train(config, log=print)
+        final = train(config, log=print)
     except KeyboardInterrupt:
         return 130
-    except (T.NonFiniteLossError, MemoryError, ValueError, OSError, RuntimeError) as e:
+    except (NonFiniteLossError, MemoryError, ValueError, OSError, RuntimeError) as e:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / FAILED, {**record, "error": f"{type(e).__name__}: "
-                                   + " ".join(str(e).split())})
+        write_json(out / FAILED, {**record, "error": f"{type(e).__name__}: "
+                                  + " ".join(str(e).split())})
         print(f"failed: {e}", file=sys.stderr)
         return 1
     record.update(wall_seconds=round(time.time() - started, 1), test_acc=final["test_acc"])
-    _write_json(out / RUN_RECORD, record)
+    write_json(out / RUN_RECORD, record)
     return 0
 
 
@@ -129,7 +71,7 @@ class Job:
     seed: int
     directory: Path
     state: str
-    config: T.TrainConfig
+    config: TrainConfig
 
 
 def plan(names: str, out: Path, protocol: Protocol, seeds: int, retry_failed=False,
@@ -153,56 +95,13 @@ def plan(names: str, out: Path, protocol: Protocol, seeds: int, retry_failed=Fal
     return jobs
 
 
-def open_study_folder(out: Path, protocol: Protocol, names: str) -> None:
-    """Create ``OUT/study.json`` or check that the folder holds this protocol."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
-    path = out / "study.json"
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path}: not a study description (not JSON)") from None
-        if not isinstance(saved, dict) or saved.get("format") != STUDY_FORMAT:
-            raise ValueError(f"{path}: not an npse study folder")
-        mine = protocol.as_dict()
-        diff = [f"{k}={mine.get(k)!r} (the folder has {saved['protocol'].get(k)!r})"
-                for k in mine if saved.get("protocol", {}).get(k) != mine.get(k)]
-        if diff:
-            raise ValueError(f"{out} holds a study with another protocol: {'; '.join(diff)}; "
-                             f"use another --out, or the folder's own options")
-        studies = list(dict.fromkeys(saved.get("studies", []) + names.split(",")))
-    else:
-        if out.is_dir() and any(p.name not in (".gitignore", "_data") for p in out.iterdir()):
-            raise ValueError(f"--out {out} is not empty and holds no study.json: not a study "
-                             f"folder; choose an empty or new folder")
-        studies = names.split(",")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(path, {"format": STUDY_FORMAT, "protocol": protocol.as_dict(),
-                       "studies": studies})
-
-
-def read_protocol(out: Path) -> tuple:
-    """``(protocol, studies)`` of an existing study folder."""
-    path = Path(out) / "study.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: {out} is not a study folder")
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        p = dict(saved["protocol"])
-        if p.get("widths") is not None:
-            p["widths"] = tuple(p["widths"])
-        return Protocol(**p), list(saved.get("studies", []))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
-        raise ValueError(f"{path}: not a study description") from None
-
-
-def _spec(job: Job, threads: int, command: str) -> dict:
+def worker_spec(job: Job, threads: int, command: str) -> dict:
+    """What the worker of ``job`` is given (JSON-ready): its arm, training configuration
+    (resumed, or started over), BLAS threads and the command line recorded in run.json."""
     config = dataclasses.asdict(job.config)
     if job.state == "interrupted":
         config["resume"] = True
-    elif job.state == "absent" and any((job.directory / n).exists() for n in T.OWN_FILES):
+    elif job.state == "absent" and any((job.directory / n).exists() for n in OWN_FILES):
         config["overwrite"] = True   # a partial run without a checkpoint starts again
     return {"arm": job.arm, "config": config, "threads": threads, "command": command}
 
@@ -254,9 +153,9 @@ def _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline, co
     walls: dict = {}                # network -> wall times of the runs finished here
     try:
         while todo or running:
-            while todo and len(running) < jobs and _fits(todo[0], walls, deadline):
+            while todo and len(running) < jobs and fits_in_time(todo[0], walls, deadline):
                 job = todo.pop(0)
-                running.append((job, _start(job, _spec(job, threads, command),
+                running.append((job, _start(job, worker_spec(job, threads, command),
                                             threads), time.time()))
             if not running:
                 break                                   # the time left fits no further run
@@ -286,59 +185,12 @@ def _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline, co
     if todo:
         log(f"time limit: {len(todo)} run{'s' if len(todo) != 1 else ''} not started; the same "
             f"command runs {'them' if len(todo) != 1 else 'it'} later")
-    from .report import aggregate, write_report      # report reads runs: imported here
     results = aggregate(names, out, protocol, seeds)
     write_report(results, out, names, log=log)
     return results
 
 
-@contextlib.contextmanager
-def study_lock(out: Path):
-    """Hold ``OUT/study.lock`` while a study runs, so that a second ``npse study`` on the same
-    folder (another study of the same protocol, say) cannot start the same runs a second time."""
-    path = Path(out) / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname(),
-          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    for _ in range(2):
-        try:
-            with open(path, "x", encoding="utf-8") as f:
-                json.dump(me, f)
-            break
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder:
-                raise ValueError(f"{out} is being run by another npse study ({holder}); wait "
-                                 f"for it to end or stop it, or delete {path} if no study "
-                                 f"runs there") from None
-            path.unlink(missing_ok=True)            # its process is gone: a stale lock
-    else:
-        raise ValueError(f"{path}: could not take the study lock")
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _lock_holder(path: Path):
-    """Who holds the lock (a description), or None when its process no longer exists."""
-    try:
-        held = json.loads(path.read_text(encoding="utf-8"))
-        pid, host = int(held["pid"]), str(held["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None                                  # unreadable: treated as stale
-    where = f"process {pid} since {held.get('started', '?')}"
-    if host != socket.gethostname():
-        return f"{where} on {host}"                  # cannot be checked from here
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass                                         # alive, but another user's
-    return where
-
-
-def _fits(job: Job, walls: dict, deadline) -> bool:
+def fits_in_time(job: Job, walls: dict, deadline) -> bool:
     """Whether ``job`` can end before ``deadline``, judged by the longest run of its network (or
     of any network) finished so far; before any has finished every run is given its chance."""
     if deadline is None:
@@ -379,7 +231,7 @@ def _start(job: Job, spec: dict, threads) -> subprocess.Popen:
 def _progress_line(job: Job, code: int, seconds: float, counter: str) -> str:
     name = f"{job.arm} seed {job.seed}"
     if code == 0:
-        metrics = read_metrics(job.directory / T.METRICS)
+        metrics = read_metrics(job.directory / METRICS)
         epochs = metrics[-1]["epoch"]
         return (f"{counter} {name}: {100 * metrics[-1]['test_acc']:.2f}% after {epochs} "
                 f"epoch{'s' if epochs != 1 else ''} ({seconds / 60:.1f} min)")
@@ -390,12 +242,12 @@ def _progress_line(job: Job, code: int, seconds: float, counter: str) -> str:
     else:
         why = (f"the worker died (signal {-code}; out of memory?)" if code < 0
                else f"the worker exited with status {code}")
-        _write_json(job.directory / FAILED, {"arm": job.arm, "seed": job.seed, **git_commit(),
-                                             "error": why})
+        write_json(job.directory / FAILED, {"arm": job.arm, "seed": job.seed, **git_commit(),
+                                            "error": why})
     return f"{counter} {name}: FAILED: {why} (see {job.directory / LOG})"
 
 
-def _stop_on_sigterm() -> None:
+def stop_on_sigterm() -> None:
     """Let ``kill PID`` stop a study (or a worker) as Ctrl-C would: a background job started by
     a non-interactive shell ignores SIGINT, so SIGTERM is the signal that reaches it."""
     def stop(signum, frame):
