@@ -16,13 +16,27 @@ def add_arguments(p) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="a checkpoint.npz written by npse train (or the run's directory)")
     p.add_argument("--data-dir", metavar="DIR",
-                   help="where the CIFAR files are (default: the run's, else $NPSE_DATA or "
-                        "~/.cache/npse)")
+                   help="where the CIFAR files are (default: $NPSE_DATA, else the run's own "
+                        "folder if it exists, else ~/.cache/npse)")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="fail if the data are missing instead of downloading them")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="array backend (default: numpy)")
     p.add_argument("--batch-size", type=options.positive_int, default=250, help="default: 250")
+
+
+def data_dir_for(given, recorded):
+    """Where to look for the data: ``--data-dir``, then ``$NPSE_DATA``, then the folder the
+    checkpoint recorded if it still exists, then the default. A checkpoint is a file from
+    anywhere: it must not choose where npse creates folders and downloads."""
+    import os
+    if given is not None:
+        return given
+    if os.environ.get("NPSE_DATA"):
+        return None                      # the loader reads $NPSE_DATA itself
+    if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
+        return recorded
+    return None
 
 
 def run(args) -> int:
@@ -39,7 +53,7 @@ def run(args) -> int:
     model, meta = load_model_for_inference(path, args.backend)
     model.use_policy(FAST)                   # the fast formulations, as npse train evaluated
     config = TrainConfig.from_dict(meta["config"])
-    config.data_dir = args.data_dir if args.data_dir is not None else meta.get("data_dir")
+    config.data_dir = data_dir_for(args.data_dir, meta.get("data_dir"))
     config.download = args.download
     with backend.using(args.backend):
         data = load_dataset(config)

@@ -41,6 +41,8 @@ CIFAR100_DIR = "cifar-100-binary"
 
 IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32  # 3072 bytes per image
+#: The most records one official file holds (CIFAR-100's train.bin; CIFAR-10's hold 10000).
+MAX_RECORDS = 50000
 
 
 @dataclasses.dataclass
@@ -80,6 +82,11 @@ def read_records(path, label_bytes: int, num_classes, kind: str = "CIFAR"):
     """
     path = pathlib.Path(path)
     record = label_bytes + PIXELS
+    size = path.stat().st_size
+    if size > MAX_RECORDS * record:       # before reading: a huge (or sparse) file is not data
+        raise ValueError(f"{path}: size {size} bytes is more than the {MAX_RECORDS} records of "
+                         f"{record} bytes that the largest official {kind} file holds; not a "
+                         f"{kind} binary file")
     raw = numpy.fromfile(path, dtype=numpy.uint8)
     if raw.size == 0 or raw.size % record != 0:
         raise ValueError(
@@ -135,6 +142,22 @@ def _read_names(path: pathlib.Path, count: int, fallback):
     return names
 
 
+def check_official_sizes(paths, record: int, official: dict) -> None:
+    """Refuse a folder that mixes files of the official size with files of another size: a
+    file cut at a record boundary reads as fewer images without any other sign. ``official``
+    maps a file name to its record count in the official release. Folders whose files are all
+    smaller (tests, synthetic data) are taken as they are."""
+    sizes = {pathlib.Path(p): pathlib.Path(p).stat().st_size for p in paths}
+    full = [p for p, n in sizes.items() if n == official[p.name] * record]
+    cut = [p for p, n in sizes.items() if n != official[p.name] * record]
+    if full and cut:
+        p = cut[0]
+        raise ValueError(f"{p}: {sizes[p] // record} records ({sizes[p]} bytes), but the official "
+                         f"file holds {official[p.name]} ({official[p.name] * record} bytes) as "
+                         f"{full[0].name} beside it does; the file is truncated: delete the "
+                         f"folder {p.parent} and download again")
+
+
 def _read_split(paths, reader):
     parts = [reader(p) for p in paths]
     return numpy.concatenate([p[0] for p in parts]), numpy.concatenate([p[1] for p in parts])
@@ -151,6 +174,7 @@ def load_cifar10(data_dir=None, download: bool = True) -> Dataset:
     folder = root / CIFAR10_DIR
     names = CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES
     _ensure_files(root, folder, names, CIFAR10_URL, CIFAR10_MD5, download)
+    check_official_sizes([folder / n for n in names], 1 + PIXELS, dict.fromkeys(names, 10000))
     x_train, y_train = _read_split([folder / n for n in CIFAR10_TRAIN_FILES], read_cifar10_file)
     x_test, y_test = _read_split([folder / n for n in CIFAR10_TEST_FILES], read_cifar10_file)
     classes = _read_names(folder / "batches.meta.txt", 10, CIFAR10_CLASSES)
@@ -166,6 +190,8 @@ def load_cifar100(data_dir=None, download: bool = True, label: str = "fine") -> 
     root = resolve_data_dir(data_dir)
     folder = root / CIFAR100_DIR
     _ensure_files(root, folder, ("train.bin", "test.bin"), CIFAR100_URL, CIFAR100_MD5, download)
+    check_official_sizes([folder / "train.bin", folder / "test.bin"], 2 + PIXELS,
+                         {"train.bin": 50000, "test.bin": 10000})
     x_train, y_train = read_cifar100_file(folder / "train.bin", label)
     x_test, y_test = read_cifar100_file(folder / "test.bin", label)
     count = 100 if label == "fine" else 20
@@ -214,6 +240,27 @@ def md5_of(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def make_data_dir(dest: pathlib.Path) -> None:
+    """Create the data directory ``dest``, or say in one line why it cannot be (a file is in
+    the way, no permission) and where the choice of directory came from."""
+    source = ("--data-dir" if _from_option(dest) else "NPSE_DATA" if os.environ.get("NPSE_DATA")
+              else "the default, ~/.cache/npse")
+    if dest.exists() and not dest.is_dir():
+        raise NotADirectoryError(f"the data directory {dest} (from {source}) is a file, not a "
+                                 f"directory; choose another with --data-dir or NPSE_DATA")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the data directory {dest} (from {source}): "
+                      f"{e.strerror or e}; choose another with --data-dir or NPSE_DATA") from None
+
+
+def _from_option(dest: pathlib.Path) -> bool:
+    env = os.environ.get("NPSE_DATA", "")
+    default = pathlib.Path.home() / ".cache" / "npse"
+    return dest != default and (not env or dest != pathlib.Path(env).expanduser())
+
+
 def download_and_extract(url: str, md5: str, dest) -> pathlib.Path:
     """Fetch the tar.gz at ``url`` into ``dest``, check its MD5, extract it safely in ``dest``.
 
@@ -221,7 +268,7 @@ def download_and_extract(url: str, md5: str, dest) -> pathlib.Path:
     A wrong MD5 raises ValueError and removes the file; a failed fetch raises DownloadError.
     """
     dest = pathlib.Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    make_data_dir(dest)
     archive = dest / (url.rstrip("/").rsplit("/", 1)[-1] or "download.tar.gz")
     local = md5_of(archive) if archive.is_file() else None
     if local != md5:

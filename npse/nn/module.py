@@ -164,14 +164,16 @@ class Module:
         """Refuse a ``dy`` whose shape or dtype differs from the output of the last forward pass
         run through ``m(x)`` (either memory format: only shape and dtype are compared). Without
         it, broadcasting or a reshape would turn a wrong dy into a wrong dx, silently."""
-        expected, self._output = self.__dict__.get("_output"), None
+        expected = self.__dict__.get("_output")
         if expected is None or not hasattr(dy, "shape") or not hasattr(dy, "dtype"):
             return
         shape, dtype = expected
         if tuple(dy.shape) != shape or dy.dtype != dtype:
+            # The expected shape is kept: a second try with the same wrong dy must be refused too.
             raise ValueError(f"{type(self).__name__}.backward: dy has shape {tuple(dy.shape)} and "
                              f"dtype {dy.dtype}, but the forward pass produced shape {shape} and "
                              f"dtype {dtype}")
+        self._output = None
 
     def _take_cache(self):
         if self._cache is None:
@@ -231,16 +233,35 @@ class Module:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: '{key}' has dtype "
                                  f"{getattr(given, 'dtype', type(given).__name__)}, expected a "
                                  f"real number array ({target.dtype})")
-            xp = backend.get_array_module(target)
-            try:
-                value = xp.asarray(backend.to_device(given, backend.backend_of(target)),
-                                   dtype=target.dtype)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: '{key}' cannot be "
-                                 f"converted to {target.dtype}: {e}") from None
-            converted.append((target, value))
+            converted.append((target, self._converted(key, given, target, kind)))
         for target, value in converted:
             target[...] = value
+
+    def _converted(self, key, given, target, kind):
+        """``given`` as ``target``'s dtype on ``target``'s backend, refusing a value that the
+        conversion would change: a finite number out of the target's range (1e40 into float32
+        becomes inf), or a fraction into an integer buffer (3.7 steps would become 3)."""
+        where = f"{type(self).__name__}.load_state_dict: '{key}'"
+        host = numpy.asarray(backend.to_host(given))
+        target_dtype = numpy.dtype(target.dtype)
+        if target_dtype.kind in "iu" and kind == "f":
+            if not numpy.all(numpy.isfinite(host)) or numpy.any(host != numpy.round(host)):
+                raise ValueError(f"{where} holds non-integer values, expected {target_dtype} "
+                                 f"(a count such as num_batches_tracked)")
+        if target_dtype.kind == "f" and kind in "biuf" and host.size:
+            finite = numpy.isfinite(host.astype(numpy.float64))
+            biggest = float(numpy.abs(host[finite]).max()) if finite.any() else 0.0
+            largest = float(numpy.finfo(target_dtype).max)
+            if biggest > largest:
+                raise ValueError(f"{where} holds {biggest:.3g}, beyond the largest "
+                                 f"{target_dtype} ({largest:.3g})")
+        xp = backend.get_array_module(target)
+        try:
+            with numpy.errstate(over="raise", invalid="raise"):
+                return xp.asarray(backend.to_device(given, backend.backend_of(target)),
+                                  dtype=target.dtype)
+        except (TypeError, ValueError, FloatingPointError, OverflowError) as e:
+            raise ValueError(f"{where} cannot be converted to {target.dtype}: {e}") from None
 
     def to(self, name: str):
         """Move every parameter, gradient and buffer to backend ``name`` ('numpy' or 'cupy')."""

@@ -15,6 +15,8 @@ step allocates nothing (it matters on a GPU, where allocation is slow and memory
 """
 from __future__ import annotations
 
+import math
+
 import numpy
 
 from .. import backend
@@ -61,6 +63,8 @@ def _check_nonneg(what: str, value) -> float:
     value = float(value)
     if not value >= 0.0:  # also catches NaN
         raise ValueError(f"SGD: {what} must be >= 0, got {value}")
+    if value == math.inf:
+        raise ValueError(f"SGD: {what} must be finite, got {value}")
     return value
 
 
