@@ -12,7 +12,7 @@ rng = np.random.default_rng(0)
 # --- 1. Shapes: squeeze, excitation, scale ----------------------------------------------------------------
 se = nn.SEBlock(16, reduction=4, dtype="float64", rng=0)
 print(se)
-print("hidden width h = max(1, C // r) = max(1, 16 // 4) =", se.hidden)
+print("hidden width h = max(1, C // reduction) = max(1, 16 // 4) =", se.hidden)
 print("a very narrow block: SEBlock(3, reduction=16).hidden =", nn.SEBlock(3, 16).hidden, "(never 0)")
 print("state_dict keys:", list(se.state_dict()))
 assert se.hidden == 4 and nn.SEBlock(3, 16).hidden == 1
@@ -40,10 +40,10 @@ x = rng.standard_normal((2, 8, 4, 5))
 for squeeze in ("avg", "max"):
     for gate in ("sigmoid", "tanh", "relu"):
         blk = nn.SEBlock(8, reduction=2, squeeze=squeeze, excitation=gate, dtype="float64", rng=1)
-        r = gradcheck(blk, x, seed=2)
+        result = gradcheck(blk, x, seed=2)
         print(f"gradcheck squeeze={squeeze:3s} excitation={gate:7s}: max relative error "
-              f"{r.max_error:.1e}, crossed a kink: {r.crossed_kink}")
-        assert r.max_error <= 1e-6 and not r.crossed_kink
+              f"{result.max_error:.1e}, crossed a kink: {result.crossed_kink}")
+        assert result.max_error <= 1e-6 and not result.crossed_kink
 
 # --- 4. The gradient through the squeeze ---------------------------------------------------------------------
 # x reaches y along two paths: directly (y = x * s) and through z -> s. Keeping only the first
