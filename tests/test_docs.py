@@ -35,6 +35,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -195,9 +196,9 @@ def python_chains(path: Path):
             skipped.append((line, marker[1]))
         elif marker and marker[0] == "continue":
             assert chains, f"{rel(path)}:{line}: 'continue' but no Python block runs before it"
-            chains[-1].append((line, code))
+            chains[-1].append((line, textwrap.dedent(code)))
         else:
-            chains.append([(line, code)])
+            chains.append([(line, textwrap.dedent(code))])       # a block inside a list is indented
     return chains, skipped
 
 
