@@ -73,7 +73,10 @@ print("\nx and dy from the same seed: |dx| max =", f"{np.abs(dx).max():.1e}",
       "-> 'relative error'", f"{r.errors['input']:.1e} (meaningless)")
 clean = gradcheck(bn, x0, seed=8).errors["input"]
 print("with a different seed for dy:", f"{clean:.1e}")
-assert np.abs(dx).max() < 1e-3 and clean <= 1e-6 and r.errors["input"] > 100 * clean
+# chapter 8 quotes 1.7e-5 (above the tests' bound of 1e-6) against 5e-11 with another seed; the
+# noise depends on rounding, so each is asserted within a band, not to its digits
+assert np.abs(dx).max() < 1e-3 and 1e-12 <= clean <= 1e-9
+assert 1e-6 < r.errors["input"] < 1e-3 and r.errors["input"] > 1e4 * clean
 
 # --- 6. The trap made certain: dy constant in each channel -------------------------------------------------------
 # Then dL/dx and dL/dweight are exactly 0 (the backward pass removes each channel's constant part

@@ -59,7 +59,9 @@ dx_direct_only = dy * cache["gate"][:, :, None, None]
 numeric = numerical_gradient(lambda: (blk(x) * dy).sum(), x)
 print("\nrelative error of dx, full backward         :", f"{relative_error(dx_full, numeric):.1e}")
 print("relative error of dx, squeeze path forgotten:", f"{relative_error(dx_direct_only, numeric):.1e}")
-assert relative_error(dx_full, numeric) <= 1e-6 and relative_error(dx_direct_only, numeric) > 1e-3
+# chapter 9 quotes "about 1e-10" and "about 3e-2": each asserted within a factor of ten or so
+assert 1e-12 <= relative_error(dx_full, numeric) <= 1e-8
+assert 1e-2 <= relative_error(dx_direct_only, numeric) <= 1e-1
 # The missing term is pool_backward(dz) = dz / (H*W) on every pixel: small per pixel for large
 # maps, which is why the bug survives eyeballing -- but a gradient check at 1e-6 catches it at once.
 
