@@ -15,6 +15,14 @@ Covered files: every Markdown file under docs/ and tutorials/, and README.md.
                                     (same namespace), as a reader pasting them in order would;
   ``<!-- docs-test: skip REASON -->`` the block is not run; REASON is required (it needs the data
                                     set, PyTorch or a GPU, or it is an excerpt of a source file).
+* **Printed output.** A ```` ```text ```` block that follows a Python block directly (nothing but
+  blank lines between the two) is that block's printed output, and the block must print it
+  (`printed_matches`): line by line, numbers compared to the digits shown (an integer exactly, a
+  number with decimals or an exponent to one unit of its last digit shown, so ``0.2041`` accepts
+  0.2040 to 0.2042), the rest of the text exactly but for spaces, and ``...`` standing for
+  anything on its line (a value that depends on the machine, such as a timing).
+* Every link whose text is a chapter's number or letter (``[6](06-conv2d.md)``, ``[chapter 6](...)``,
+  ``[appendix B](...)``) names the chapter it points to.
 * In ```` ```bash ```` blocks, every ``npse ...`` and ``python -m npse.torch_reference ...`` command
   line must parse with the real argument parser (nothing is run), and ``python tutorials/X.py`` or
   ``bash tests/X.sh`` must name an existing file.
@@ -27,6 +35,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -187,26 +196,99 @@ def python_chains(path: Path):
             skipped.append((line, marker[1]))
         elif marker and marker[0] == "continue":
             assert chains, f"{rel(path)}:{line}: 'continue' but no Python block runs before it"
-            chains[-1].append((line, code))
+            chains[-1].append((line, textwrap.dedent(code)))
         else:
-            chains.append([(line, code)])
+            chains.append([(line, textwrap.dedent(code))])       # a block inside a list is indented
     return chains, skipped
 
 
 RUNNER = """
-import json, sys, traceback
+import contextlib, io, json, sys, traceback
 chains, name = json.loads(sys.stdin.read()), sys.argv[1]
-failures = []
+failures, printed = [], {}
 for chain in chains:
     namespace = {"__name__": "__docs__"}
     for line, code in chain:
+        out = io.StringIO()
         try:
-            exec(compile(code, f"{name}:{line}", "exec"), namespace)
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, f"{name}:{line}", "exec"), namespace)
         except BaseException:
             failures.append(f"{name}: the block at line {line} failed:\\n" + traceback.format_exc(limit=4))
             break
-print(json.dumps(failures))
+        finally:
+            printed[line] = out.getvalue()
+print(json.dumps([failures, printed]))
 """
+
+
+def expected_outputs(path: Path) -> dict:
+    """{first line of a Python block: (first line of its output block, the text shown)}."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    _, blocks = split_markdown(text)
+    found = {}
+    for (language, start, code, _), (after, out_start, out, _) in zip(blocks, blocks[1:]):
+        closing = start + len(code.split("\n"))             # 0-based index of the closing fence
+        between = lines[closing + 1:out_start - 1]
+        if language in ("python", "py") and after == "text" and not any(s.strip() for s in between):
+            found[start] = (out_start, out)
+    return found
+
+
+NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)\b")
+
+
+def tokens(line: str) -> list:
+    """A line as numbers (value, tolerance implied by the digits shown), '...' and single characters;
+    spaces dropped."""
+    out, i = [], 0
+    while i < len(line):
+        if line.startswith("...", i):
+            out.append("...")
+            i += 3
+            continue
+        m = NUMBER.match(line, i)
+        if m and not (i and (line[i - 1].isalnum() and not line[i - 1].isdigit() or line[i - 1] == "_")
+                      and m.group()[0] in "-+"):
+            s = m.group()
+            mantissa, _, exponent = s.lower().partition("e")
+            decimals = len(mantissa.partition(".")[2])
+            exact = "." not in mantissa and not exponent
+            tolerance = 0.0 if exact else 10.0 ** ((int(exponent) if exponent else 0) - decimals)
+            out.append((float(s), tolerance))
+            i = m.end()
+            continue
+        if not line[i].isspace():
+            out.append(line[i])
+        i += 1
+    return out
+
+
+def tokens_match(expected: list, actual: list) -> bool:
+    if not expected:
+        return not actual
+    head = expected[0]
+    if head == "...":
+        return any(tokens_match(expected[1:], actual[k:]) for k in range(len(actual) + 1))
+    if not actual:
+        return False
+    got = actual[0]
+    if isinstance(head, tuple):
+        if not isinstance(got, tuple):
+            return False
+        (want, tolerance), value = head, got[0]
+        same = (value == want or (value != value and want != want)
+                or abs(value - want) <= tolerance * (1 + 1e-9))
+        return same and tokens_match(expected[1:], actual[1:])
+    return got == head and tokens_match(expected[1:], actual[1:])
+
+
+def printed_matches(expected: str, actual: str) -> bool:
+    """Whether ``actual`` (what a block printed) agrees with ``expected`` (its output block)."""
+    want = [line for line in expected.strip("\n").split("\n")]
+    got = [line for line in actual.strip("\n").split("\n")]
+    return len(want) == len(got) and all(tokens_match(tokens(w), tokens(g)) for w, g in zip(want, got))
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=rel)
@@ -221,8 +303,79 @@ def test_python_blocks_run(path, tmp_path):
     result = subprocess.run([sys.executable, "-c", RUNNER, rel(path)], input=json.dumps(chains),
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    failures = json.loads(result.stdout.strip().splitlines()[-1])
+    failures, printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert not failures, "\n".join(failures)
+    skipped_lines = {line for line, _ in skipped}
+    for line, (out_line, expected) in expected_outputs(path).items():
+        if line in skipped_lines:
+            continue
+        actual = printed[str(line)]
+        assert printed_matches(expected, actual), (
+            f"{rel(path)}:{line}: the block printed\n{actual}\nbut line {out_line} shows\n{expected}")
+
+
+def test_printed_output_is_compared_to_the_digits_shown():
+    assert printed_matches("[ 0.2041 -0.4082  0.2041] 3", "[0.20412415 -0.40824829 0.20412415] 3")
+    assert printed_matches("error 1.7e-05 took ... s", "error 1.72e-05 took 0.31 s")
+    assert printed_matches("-0.0", "0.0") and printed_matches("nan", "nan")
+    assert not printed_matches("0.2041", "0.2044")                # beyond one unit of the last digit
+    assert not printed_matches("3", "3.4") and not printed_matches("16", "17")   # integers exactly
+    assert not printed_matches("fc1.weight", "fc2.weight")
+    assert not printed_matches("a\nb", "a") and not printed_matches("True", "False")
+    assert printed_matches("1e-10 < x", "1.4e-10 < x") and not printed_matches("1e-10", "3e-10")
+
+
+def test_an_output_block_is_the_text_block_right_after_a_python_block(tmp_path):
+    page = tmp_path / "d.md"
+    page.write_text("```python\nprint(1)\n```\n\n```text\n1\n```\n```python\nprint(2)\n```\n"
+                    "Prose.\n```text\nnot an output\n```\n")
+    assert expected_outputs(page) == {1: (5, "1")}
+
+
+# ------------------------------------------------------------------------ chapter link labels
+CHAPTER_FILE = re.compile(r"(?:^|/)(\d\d|[A-Z])-[\w-]+\.md$")
+CHAPTER_LABEL = re.compile(r"^\s*(?:(?:chapter|chapters|appendix|ch\.)\s+)?(\d{1,2}|[A-Z])\b(?!\.\d)", re.I)
+
+
+def label_problems(path: Path) -> list[str]:
+    """Links whose text names a chapter (``[6](...)``, ``[chapter 6](...)``, ``[appendix B]``)
+    that is not the chapter of the file they point to."""
+    prose, _ = split_markdown(path.read_text(encoding="utf-8"))
+    problems = []
+    for number, line in enumerate(prose, start=1):
+        line = re.sub(r"`[^`]*`", "", line)
+        for label, target in re.findall(r"(?<!!)\[([^\]]+)\]\(\s*<?([^)\s>#]+)", line):
+            chapter, named = CHAPTER_FILE.search(target), CHAPTER_LABEL.match(label)
+            if not chapter or not named:
+                continue
+            bare = re.fullmatch(r"\s*(\d{1,2}|[A-Z])\s*", label)
+            if not bare and not re.match(r"\s*(chapter|chapters|appendix|ch\.)\s", label, re.I):
+                continue                                        # ordinary text that starts with a letter
+            shown, actual = named.group(1).upper(), chapter.group(1)
+            if (shown.isdigit() and actual.isdigit() and int(shown) != int(actual)) or \
+                    (shown.isdigit() != actual.isdigit()) or (not shown.isdigit() and shown != actual):
+                problems.append(f"{rel(path)}:{number}: [{label}]({target}) names chapter {shown}, "
+                                f"but the file is chapter {actual.lstrip('0')}")
+    return problems
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=rel)
+def test_chapter_link_labels_name_their_target(path):
+    problems = label_problems(path)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_wrong_chapter_label_is_found(tmp_path):
+    global ROOT
+    page = tmp_path / "x.md"
+    page.write_text("[6](06-conv2d.md) [3](06-conv2d.md) [chapter 5](05-loss.md#a) "
+                    "[appendix A](B-speed.md) [A layer](06-conv2d.md) `[4](07-pooling.md)`\n")
+    saved, ROOT = ROOT, tmp_path
+    try:
+        problems = label_problems(page)
+    finally:
+        ROOT = saved
+    assert len(problems) == 2 and "[3](06-conv2d.md)" in problems[0] and "[appendix A]" in problems[1]
 
 
 # ----------------------------------------------------------------------------- shell blocks

@@ -75,3 +75,23 @@ result = gradcheck(conv, x, seed=1)
 print("\ngradcheck relative errors:", {k: f"{v:.1e}" for k, v in result.errors.items()})
 print("all <= 1e-6:", result.max_error <= 1e-6)
 assert result.max_error <= 1e-6 and not result.crossed_kink
+
+# --- 5. A bias before BatchNorm: a gradient that is exactly zero ----------------------------------------------
+# BatchNorm in training mode (chapter 8) subtracts each channel's mean, so a per-channel constant
+# -- a convolution bias -- never reaches the loss. The bias's exact gradient is 0; backward returns
+# rounding residue, and its relative error is tiny (relative_error's fallback to the absolute
+# error) or about 1 (against rounding noise), depending on the rounding. Neither means anything.
+pair = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=True, dtype="float64", rng=1),
+                     nn.BatchNorm2d(4, dtype="float64"), dtype="float64")
+x = rng.standard_normal((2, 3, 5, 5))
+bias_errors = []
+for seed in range(6):
+    pair.zero_grad()
+    check = gradcheck(pair, x, seed=seed)
+    bias_errors.append(check.errors["0.bias"])
+    assert np.abs(pair[0].bias.grad).max() < 1e-12                        # zero up to rounding
+    assert all(e <= 1e-6 for name, e in check.errors.items() if name != "0.bias")
+print("\nConv2d(bias=True) before BatchNorm2d: |0.bias.grad| < 1e-12; its 'relative error' over 6 seeds:",
+      [f"{e:.0e}" for e in bias_errors])
+assert all(e < 1e-6 or e > 0.1 for e in bias_errors)
+# That is why the convolutions in ResNets have bias=False.

@@ -12,7 +12,7 @@ rng = np.random.default_rng(0)
 # --- 1. Shapes: squeeze, excitation, scale ----------------------------------------------------------------
 se = nn.SEBlock(16, reduction=4, dtype="float64", rng=0)
 print(se)
-print("hidden width h = max(1, C // r) = max(1, 16 // 4) =", se.hidden)
+print("hidden width h = max(1, C // reduction) = max(1, 16 // 4) =", se.hidden)
 print("a very narrow block: SEBlock(3, reduction=16).hidden =", nn.SEBlock(3, 16).hidden, "(never 0)")
 print("state_dict keys:", list(se.state_dict()))
 assert se.hidden == 4 and nn.SEBlock(3, 16).hidden == 1
@@ -40,10 +40,10 @@ x = rng.standard_normal((2, 8, 4, 5))
 for squeeze in ("avg", "max"):
     for gate in ("sigmoid", "tanh", "relu"):
         blk = nn.SEBlock(8, reduction=2, squeeze=squeeze, excitation=gate, dtype="float64", rng=1)
-        r = gradcheck(blk, x, seed=2)
+        result = gradcheck(blk, x, seed=2)
         print(f"gradcheck squeeze={squeeze:3s} excitation={gate:7s}: max relative error "
-              f"{r.max_error:.1e}, crossed a kink: {r.crossed_kink}")
-        assert r.max_error <= 1e-6 and not r.crossed_kink
+              f"{result.max_error:.1e}, crossed a kink: {result.crossed_kink}")
+        assert result.max_error <= 1e-6 and not result.crossed_kink
 
 # --- 4. The gradient through the squeeze ---------------------------------------------------------------------
 # x reaches y along two paths: directly (y = x * s) and through z -> s. Keeping only the first
@@ -59,7 +59,9 @@ dx_direct_only = dy * cache["gate"][:, :, None, None]
 numeric = numerical_gradient(lambda: (blk(x) * dy).sum(), x)
 print("\nrelative error of dx, full backward         :", f"{relative_error(dx_full, numeric):.1e}")
 print("relative error of dx, squeeze path forgotten:", f"{relative_error(dx_direct_only, numeric):.1e}")
-assert relative_error(dx_full, numeric) <= 1e-6 and relative_error(dx_direct_only, numeric) > 1e-3
+# chapter 9 quotes "about 1e-10" and "about 3e-2": each asserted within a factor of ten or so
+assert 1e-12 <= relative_error(dx_full, numeric) <= 1e-8
+assert 1e-2 <= relative_error(dx_direct_only, numeric) <= 1e-1
 # The missing term is pool_backward(dz) = dz / (H*W) on every pixel: small per pixel for large
 # maps, which is why the bug survives eyeballing -- but a gradient check at 1e-6 catches it at once.
 
