@@ -9,6 +9,7 @@ Exit status: 0 success, 1 error, 2 bad command line, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .commands import bench, evaluate, excitation, options, plot, study, train
 
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default: sys.argv[1:]); return the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        # A path that is not UTF-8 (a folder name from elsewhere) is printed escaped, never
+        # left to fail the command after its work is done.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args, status = options.parse(build_parser(), argv)
     if args is None:
         return status

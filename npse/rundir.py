@@ -137,29 +137,57 @@ def check_same_data(out: Path, meta: dict, now: dict) -> None:
         raise ValueError(f"cannot resume {out}: the {', '.join(changed)} differ from the run's "
                          f"(same numbers of images); {hint}")
 
+#: A run writes one line of about 250 bytes per epoch; a longer line or a larger file is not one.
+MAX_METRICS_LINE = 64 * 1024
+MAX_METRICS_BYTES = 64 * 2**20
+
+
 def read_metrics(path) -> list[dict]:
     """The epoch records of a ``metrics.jsonl`` file, in order (an empty file gives ``[]``).
 
-    FileNotFoundError when there is no such file; ValueError naming the line for one that is not
-    an epoch record (JSON holding every key of :data:`~npse.config.METRIC_KEYS`)."""
+    FileNotFoundError when there is no such file; ValueError naming the file (and the line) for
+    one that is too large, not UTF-8 text, or holds a line that is not an epoch record: a JSON
+    object giving every key of :data:`~npse.config.METRIC_KEYS` as a finite number. Read line
+    by line, so the memory needed is bounded whatever the file holds."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no metrics file: {path} does not exist (is it a run directory "
                                 f"of npse train?)")
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than the "
+                         f"{MAX_METRICS_BYTES // 2**20} MiB a metrics file of npse train can "
+                         f"reach; not a metrics file")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({e})") from None
-        missing = [k for k in METRIC_KEYS if not isinstance(record, dict) or k not in record]
-        if missing:
-            raise ValueError(f"{path}, line {number}: not an epoch record, it lacks "
-                             f"{', '.join(missing)}")
-        records.append(record)
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(iter(lambda: f.readline(MAX_METRICS_LINE + 1), ""), 1):
+                if len(line) > MAX_METRICS_LINE:
+                    raise ValueError(f"{path}, line {number}: longer than "
+                                     f"{MAX_METRICS_LINE} characters; not an epoch record")
+                if line.strip():
+                    records.append(_epoch_record(path, number, line))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of a line); not a metrics "
+                         f"file") from None
     return records
+
+
+def _epoch_record(path, number: int, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {number}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}, line {number}: JSON nested too deeply") from None
+    missing = [k for k in METRIC_KEYS if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise ValueError(f"{path}, line {number}: not an epoch record, it lacks "
+                         f"{', '.join(missing)}")
+    bad = [k for k in METRIC_KEYS if not _real(record[k])]
+    if bad:
+        raise ValueError(f"{path}, line {number}: {bad[0]} must be a finite number, got "
+                         f"{_shown(record[bad[0]])}")
+    return record
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,175 @@
+"""Cases of a careless or hostile user (issue 21) that once gave a wrong answer, an unbounded
+allocation or a misleading message; each now ends in a one-line error or the right result."""
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from npse.commands.evaluate import data_dir_for
+from npse.data import cifar
+from npse.data.cifar import load_cifar10
+from npse.nn import BatchNorm2d, Linear, ReLU
+from npse.optim import SGD
+
+RECORD = 1 + 3072
+
+
+def _sparse(path: pathlib.Path, size: int) -> None:
+    """A file of ``size`` zero bytes that takes no disk space (and reads as label 0 images)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def _official_folder(root: pathlib.Path, test_records=10000) -> pathlib.Path:
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        _sparse(folder / f"data_batch_{i}.bin", 10000 * RECORD)
+    _sparse(folder / "test_batch.bin", test_records * RECORD)
+    return folder
+
+
+def test_a_test_file_cut_at_a_record_boundary_is_refused(tmp_path):
+    _official_folder(tmp_path, test_records=5000)
+    with pytest.raises(ValueError, match=r"test_batch\.bin: 5000 records .* official file holds "
+                                         r"10000 .* truncated"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_files_of_the_official_size_load(tmp_path):
+    _official_folder(tmp_path)
+    data = load_cifar10(tmp_path, download=False)
+    assert data.x_train.shape == (50000, 3, 32, 32) and len(data.y_test) == 10000
+
+
+def test_a_huge_sparse_file_is_refused_before_it_is_read(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        _sparse(folder / name, 3 * RECORD)
+    _sparse(folder / "data_batch_1.bin", 30 * 2**30)          # 30 GiB, no disk used
+    with pytest.raises(ValueError, match=r"data_batch_1\.bin: size 32212254720 bytes is more "
+                                         r"than the 50000 records"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_a_data_directory_that_is_a_file_is_named(tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.setenv("NPSE_DATA", str(afile))
+    with pytest.raises(NotADirectoryError, match=rf"{afile} \(from NPSE_DATA\) is a file"):
+        cifar.make_data_dir(afile)
+
+
+def test_evaluate_prefers_the_users_choices_to_the_checkpoints(tmp_path, monkeypatch):
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    monkeypatch.delenv("NPSE_DATA", raising=False)
+    assert data_dir_for("given", str(recorded)) == "given"
+    assert data_dir_for(None, str(recorded)) == str(recorded)
+    assert data_dir_for(None, str(tmp_path / "gone")) is None      # the default, not created
+    monkeypatch.setenv("NPSE_DATA", str(tmp_path))
+    assert data_dir_for(None, str(recorded)) is None                # the loader reads NPSE_DATA
+    assert data_dir_for("given", str(recorded)) == "given"
+
+
+def test_a_refused_dy_stays_refused():
+    relu = ReLU()
+    relu(np.ones((2, 4), np.float32))
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"dy has shape \(1, 4\)"):
+            relu.backward(np.ones((1, 4), np.float32))
+    assert relu.backward(np.ones((2, 4), np.float32)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("option", ["lr", "weight_decay"])
+def test_sgd_refuses_infinite_hyper_parameters(option):
+    with pytest.raises(ValueError, match=f"{option} must be finite, got inf"):
+        SGD(Linear(2, 2).named_parameters(), **{option: float("inf")})
+    opt = SGD(Linear(2, 2).named_parameters())
+    with pytest.raises(ValueError, match="lr must be finite"):
+        opt.lr = float("inf")
+
+
+def test_load_state_dict_refuses_what_the_cast_would_change():
+    bn = BatchNorm2d(2)
+    before = {k: np.array(v) for k, v in bn.state_dict().items()}
+    state = dict(before, num_batches_tracked=np.array(3.7))
+    with pytest.raises(ValueError, match="'num_batches_tracked' holds non-integer values"):
+        bn.load_state_dict(state)
+    state = dict(before, weight=np.array([1e40, 1.0]))
+    with pytest.raises(ValueError, match=r"'weight' holds 1e\+40, beyond the largest float32"):
+        bn.load_state_dict(state)
+    assert all(np.array_equal(bn.state_dict()[k], v) for k, v in before.items())
+    bn.load_state_dict(dict(before, num_batches_tracked=np.array(3.0)))   # a whole float is fine
+    assert int(bn.state_dict()["num_batches_tracked"]) == 3
+
+
+# ----------------------------------------------------------------------------- npse plot
+
+RECORD_LINE = ('{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0, '
+               '"test_acc": 0.5, "lr": 0.1, "seconds": 1.0, "images_per_s": 10.0}\n')
+
+
+@pytest.fixture
+def run(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text(RECORD_LINE)
+    return folder
+
+
+def _one_line_error(capsys, argv):
+    from npse.cli import main
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("npse: error: ")
+    return err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe", "not UTF-8 text"),
+    (b"[" * 70000, "longer than 65536 characters"),
+    (b"[" * 60000 + b"\n", "nested too deeply"),
+    (b'{"epoch": "1"}\n', "lacks train_loss"),
+    (RECORD_LINE.replace('"lr": 0.1', '"lr": null').encode(), "lr must be a finite number"),
+    (RECORD_LINE.replace('"lr": 0.1', '"lr": "0.1"').encode(), "lr must be a finite number"),
+])
+def test_plot_names_the_file_and_what_is_wrong(run, capsys, content, message):
+    (run / "metrics.jsonl").write_bytes(content)
+    err = _one_line_error(capsys, ["plot", str(run)])
+    assert str(run / "metrics.jsonl") in err and message in err
+
+
+def test_plot_refuses_an_oversized_metrics_file_before_reading_it(run, capsys):
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.truncate(65 * 2**20)                  # sparse: no disk, no reading needed to refuse
+    assert "more than the 64 MiB" in _one_line_error(capsys, ["plot", str(run)])
+
+
+def test_plot_output_is_the_file_it_says(run, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from npse.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert "ending in .png, .svg, .pdf" in _one_line_error(capsys, ["plot", "run", "--output",
+                                                                    "noext"])
+    assert "no such folder" in _one_line_error(capsys, ["plot", "run", "--output", "new/"])
+    assert not (tmp_path / "noext.png").exists() and not (tmp_path / "new.png").exists()
+    (tmp_path / "figs").mkdir()
+    for output, written in (("figs", "figs/curves.png"), ("figs/", "figs/curves.png"),
+                            ("c.svg", "c.svg")):
+        assert main(["plot", "run", "--output", output]) == 0
+        assert capsys.readouterr().out == f"wrote {written}\n"
+        assert (tmp_path / written).stat().st_size > 1000
+
+
+def test_a_run_folder_that_is_not_utf8_is_plotted_and_printed(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from npse.cli import main
+    folder = os.fsencode(tmp_path) + b"/r\xff"
+    os.mkdir(folder)
+    with open(folder + b"/metrics.jsonl", "w") as f:
+        f.write(RECORD_LINE)
+    assert main(["plot", os.fsdecode(folder)]) == 0
+    assert os.path.exists(folder + b"/curves.png")
