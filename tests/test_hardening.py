@@ -173,3 +173,20 @@ def test_a_run_folder_that_is_not_utf8_is_plotted_and_printed(tmp_path, capsys):
         f.write(RECORD_LINE)
     assert main(["plot", os.fsdecode(folder)]) == 0
     assert os.path.exists(folder + b"/curves.png")
+
+
+# ----------------------------------------------------------------------------- npse excitation
+
+@pytest.mark.parametrize("labels", [[3], [3, 3, 3], [1, 2, 3, 4]])
+def test_excitation_refuses_a_test_set_too_small_for_its_statistics(labels):
+    from npse.excitation.report import check_enough_images
+    with pytest.raises(ValueError, match="need at least two classes with two images each"):
+        check_enough_images(np.array(labels), 10)
+    check_enough_images(np.array(labels + [0, 0, labels[0]]), 10)
+
+
+def test_no_claim_is_judged_on_nan():
+    from npse.excitation.stats import judge_claims
+    block = {"eta2_median": float("nan"), "within_class_sd": 0.1, "saturated_high": 0.0}
+    claims = judge_claims({"layer1.0.se": block, "layer3.2.se": dict(block, eta2_median=0.5)})
+    assert [c["verdict"] for c in claims] == ["not measurable"]

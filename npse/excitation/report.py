@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy
 
+from .. import backend
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..rundir import CONFIG, METRICS, read_checkpoint_meta, read_metrics, write_text_atomic
 from .stats import HIGH, LOW, GateStats, collect_gates, judge_claims, probe, stage_of
@@ -192,11 +193,24 @@ def plot_gates(stats: dict, classes, out_dir, show=None, pair=None) -> list[Path
 
 # ----------------------------------------------------------------------------- the whole analysis
 
+def check_enough_images(y, num_classes: int) -> None:
+    """Refuse test labels ``y`` from which the statistics cannot be computed: between- and
+    within-class spread need two classes with two images each (else they are 0/0, NaN, and the
+    claims would be judged on NaN)."""
+    counts = numpy.bincount(numpy.asarray(backend.to_host(y), dtype=numpy.int64),
+                            minlength=num_classes)
+    if int((counts >= 2).sum()) < 2:
+        raise ValueError(f"npse excitation: the test set has {len(y)} image(s) in "
+                         f"{int((counts > 0).sum())} class(es); the gate statistics need at least "
+                         f"two classes with two images each")
+
+
 def analyse(model, meta, data, out, checkpoint, batch_size=250, do_probe=True,
             command="npse excitation", study=None) -> dict:
     """Gates, numbers, claims and (``do_probe``) the probe of ``model`` on ``data.x_test``;
     writes OUT/gates.npz, OUT/excitation.json and OUT/excitation.md and returns the report."""
     classes = list(meta["classes"])
+    check_enough_images(data.y_test, len(classes))
     stats, acc = collect_gates(model, data.x_test, data.y_test, meta["mean"], meta["std"],
                                len(classes), batch_size)
     summaries = {name: s.summary() for name, s in stats.items()}

@@ -6,6 +6,8 @@ are kept per block, never the gates of all images.
 """
 from __future__ import annotations
 
+import math
+
 import re
 
 import numpy
@@ -211,6 +213,13 @@ def probe(model, x, y, mean, std, stats, batch_size=250) -> list[dict]:
 def judge_claims(summaries: dict) -> list[dict]:
     """The paper's statements about the gates (TPAMI section 7.2) checked against ``summaries``
     ({SE name: GateStats.summary()}, depth order). Each entry: claim, rule, verdict, numbers."""
+    measured = ("eta2_median", "within_class_sd", "saturated_high")
+    unmeasured = [f"{n} {k}" for n, s in summaries.items() for k in measured
+                  if not math.isfinite(s[k])]
+    if unmeasured:
+        # No claim is judged on NaN (too few images or classes to measure a spread).
+        return [dict(claim="every claim", rule="needs every block's statistics",
+                     verdict="not measurable", numbers={"not finite": unmeasured[:4]})]
     stages = {}
     for name, s in summaries.items():
         stages.setdefault(stage_of(name), []).append(s)
