@@ -66,6 +66,71 @@ def test_pooled_sd_and_interval_on_known_inputs():
     assert study.difference([0.9], a, None, 0)["low"] is None
 
 
+@pytest.mark.parametrize("p, df, expected", [(0.975, 6, 2.447), (0.975, 10, 2.228),
+                                             (0.995, 6, 3.707), (0.995, 1, 63.657),
+                                             (0.999, 4, 7.173), (0.95, 20, 1.725)])
+def test_t_quantile_matches_published_tables(p, df, expected):
+    assert study.t_quantile(p, df) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.5, 8.6, 40.0, -3.0])
+def test_two_sided_p_matches_the_closed_forms_of_df_1_and_2(t):
+    # df = 1 is the Cauchy distribution; df = 2 has the CDF 1/2 + t / (2 sqrt(2 + t^2)).
+    assert study.t_two_sided_p(t, 1) == pytest.approx(1 - 2 * math.atan(abs(t)) / math.pi,
+                                                      rel=1e-9, abs=1e-12)
+    assert study.t_two_sided_p(t, 2) == pytest.approx(1 - abs(t) / math.sqrt(2 + t * t),
+                                                      rel=1e-9, abs=1e-12)
+
+
+def test_t_cdf_is_symmetric_and_inverts_the_quantile():
+    assert study.t_cdf(0.0, 5) == pytest.approx(0.5, abs=1e-12)
+    for df in (1, 3, 6, 30):
+        assert study.t_cdf(-1.7, df) == pytest.approx(1 - study.t_cdf(1.7, df), abs=1e-12)
+        for p in (0.9, 0.975, 1 - 0.05 / 28):
+            assert study.t_cdf(study.t_quantile(p, df), df) == pytest.approx(p, abs=1e-9)
+    # The tail of the ReLU arm's t (8.6 on 6 df) keeps its relative precision.
+    assert study.t_two_sided_p(8.6, 6) == pytest.approx(2 * (1 - study.t_cdf(8.6, 6)), rel=1e-6)
+    with pytest.raises(ValueError):
+        study.t_cdf(1.0, 0)
+
+
+def test_holm_on_hand_made_families():
+    # Sorted 0.005, 0.01, 0.03, 0.04, multiplied by 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04, and the
+    # last is raised to the 0.06 before it (the adjusted values never fall).
+    assert study.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # A missing p counts in m: 0.01 * 3 = 0.03, 0.5 * 2 = 1.0 (capped at 1).
+    assert study.holm([0.01, None, 0.5]) == [pytest.approx(0.03), None, 1.0]
+    assert study.holm([0.2]) == [0.2] and study.holm([]) == []
+    # Ties: the first gets 3 * 0.02, the second 2 * 0.02 raised to that 0.06; the third 0.5.
+    assert study.holm([0.02, 0.5, 0.02]) == pytest.approx([0.06, 0.5, 0.06])
+
+
+def test_difference_p_agrees_with_its_interval_and_holm_sets_the_verdict():
+    a, b = [0.80, 0.82, 0.84], [0.70, 0.71, 0.72]
+    s_p, df = study.pooled_sd([a, b])
+    one = study.difference([0.78], a, s_p, df)                 # a family of one
+    se = s_p * math.sqrt(1 + 1 / 3)
+    assert one["t"] == pytest.approx(-0.04 / se) and one["df"] == 4
+    assert one["p"] == pytest.approx(study.t_two_sided_p(-0.04 / se, 4))
+    assert (one["low_simultaneous"], one["high_simultaneous"]) == (one["low"], one["high"])
+    for arm in ([0.85], [0.9], [0.1], [0.99, 0.99]):
+        v = study.difference(arm, a, s_p, df)
+        assert (v["p"] < 0.05) == (not v["low"] <= 0 <= v["high"])
+    # In a family of 3 the simultaneous interval is wider, and Holm can undo a raw verdict.
+    family = [study.difference(x, a, s_p, df, family_size=3) for x in ([0.9], [0.1], [0.81])]
+    assert family[0]["high_simultaneous"] - family[0]["low_simultaneous"] > \
+        family[0]["high"] - family[0]["low"]
+    raw = [v["verdict"] for v in family]
+    study.judge(family)
+    assert [v["p_holm"] for v in family] == pytest.approx(study.holm([v["p"] for v in family]))
+    for v in family:
+        assert v["verdict"] == ("within noise" if v["p_holm"] >= 0.05 else
+                                "better" if v["d"] > 0 else "worse")
+    assert raw[1] == "worse"
+    no_noise = study.difference([0.9], a, None, 0, family="bottleneck")
+    assert no_noise["low"] is None and "bottleneck family" in no_noise["verdict"]
+
+
 # ----------------------------------------------------------------------------- bookkeeping
 
 def test_every_study_holds_its_baseline_and_reference():
@@ -133,6 +198,45 @@ def test_aggregate_and_report_from_disk(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "machinery, not a result" in text and "| squeeze-max |" in text
     assert json.loads((tmp_path / "results.json").read_text())["arms"][2]["arm"] == "squeeze-max"
+
+
+def test_each_network_family_has_its_own_noise_or_none(tmp_path):
+    study.open_study_folder(tmp_path, PROTOCOL, "squeeze,se3x3")
+    for s, acc in enumerate([0.60, 0.62, 0.64]):
+        fake_run(tmp_path, "baseline", s, [0.1, acc])
+    for s, acc in enumerate([0.70, 0.71, 0.72]):
+        fake_run(tmp_path, "reference", s, [0.1, acc])
+    fake_run(tmp_path, "squeeze-max", 0, [0.1, 0.69])
+    for arm, acc in (("bottleneck-plain", 0.5), ("bottleneck-standard", 0.6),
+                     ("bottleneck-3x3", 0.3)):
+        fake_run(tmp_path, arm, 0, [0.1, acc])
+    results = study.report("squeeze,se3x3", tmp_path, log=lambda line: None)
+    rows = {a["arm"]: a for a in results["arms"]}
+    assert results["family_size"] == 4          # baseline, squeeze-max, plain, 3x3
+    assert results["noise"]["basic"]["arms"] == {"baseline": 3, "reference": 3}
+    assert results["noise"]["bottleneck"]["pooled_sd"] is None
+    assert results["pooled_sd"] == results["noise"]["basic"]["pooled_sd"]
+    far = rows["bottleneck-3x3"]["vs_reference"]     # 30 points below, but no noise estimate
+    assert far["d"] == pytest.approx(-0.3) and far["low"] is None and "p" not in far
+    assert far["verdict"] == "no noise estimate for the bottleneck family: run a second seed"
+    base = rows["baseline"]["vs_reference"]
+    assert base["p_holm"] == pytest.approx(min(1, 4 * base["p"]))   # the smallest of the family
+    assert base["low_simultaneous"] < base["low"]
+    text = (tmp_path / "results.md").read_text()
+    assert "simultaneous 95% CI (4 comparisons)" in text and "no noise estimate" in text
+    assert "pooled over baseline (3 seeds), reference (3 seeds)" in text
+
+    # A second seed of one Bottleneck arm gives that network its own s_p, which moves no
+    # interval of the other network.
+    fake_run(tmp_path, "bottleneck-standard", 1, [0.1, 0.64])
+    again = study.report("squeeze,se3x3", tmp_path, log=lambda line: None)
+    assert again["noise"]["bottleneck"]["pooled_sd"] == pytest.approx(math.sqrt(0.0008))
+    assert again["noise"]["bottleneck"]["pooled_df"] == 1
+    assert again["noise"]["basic"] == results["noise"]["basic"]
+    rows = {a["arm"]: a for a in again["arms"]}
+    assert rows["bottleneck-3x3"]["vs_reference"]["low"] is not None
+    assert rows["squeeze-max"]["vs_reference"]["low"] == \
+        results["arms"][2]["vs_reference"]["low"]
 
 
 def test_failed_runs_are_recorded_shown_and_not_retried(tmp_path):

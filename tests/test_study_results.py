@@ -1,8 +1,10 @@
 """The committed CPU-protocol study (studies/cpu-5ep/) and chapter 12's copy of its table.
 
 Every number of results.json must be the final test accuracy of a committed run (its
-metrics.jsonl), every statistic must follow from those numbers, results.md must be what the
-report writes from results.json, and the chapter must quote results.md's table unchanged. Runs
+metrics.jsonl), every statistic must follow from those numbers (recomputed here from their
+definitions, with this file's own Student t and Holm, not npse's), results.md must be what the
+report writes from results.json and show those numbers, and the chapter must quote results.md's
+table unchanged. Runs
 that finished after the report was drawn are not in it yet, and that is allowed: the check is
 that what the table says is true, not that it is the newest.
 """
@@ -35,19 +37,175 @@ def test_every_accuracy_in_the_table_is_a_committed_run(results):
             assert metrics[-1]["test_acc"] == acc, (arm["arm"], seed)
 
 
-def test_the_statistics_follow_from_the_accuracies(results):
+# ------------------------------------------------------------------ the statistics, recomputed
+# Written here from their definitions, by other methods than npse/study/stats.py (which
+# integrates the t density by Simpson's rule): Student's t through the regularized incomplete
+# beta function, evaluated by its continued fraction (modified Lentz).
+
+def incomplete_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b), regularized."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    if x > (a + 1) / (a + b + 2):                      # the fraction converges fast below this
+        return 1 - incomplete_beta(1 - x, b, a)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny, f, c, d = 1e-300, 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1 + num * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1 - c * d) < 1e-15:
+            return front * (f - 1)
+    raise AssertionError("the continued fraction did not converge")
+
+
+def p_two_sided(t: float, df: int) -> float:
+    return incomplete_beta(df / (df + t * t), df / 2, 0.5)
+
+
+def critical_t(alpha: float, df: int) -> float:
+    """The t whose two-sided p is alpha, by bisection on p_two_sided."""
+    lo, hi = 0.0, 1e4
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if p_two_sided(mid, df) > alpha else (lo, mid)
+    return (lo + hi) / 2
+
+
+def holm_adjusted(p: dict, m: int) -> dict:
+    """Holm from its definition: the k-th smallest p times (m - k + 1), then the running
+    maximum in that order, capped at 1."""
+    ranked = sorted(p.items(), key=lambda kv: kv[1])
+    return {key: min(1.0, max((m - j) * ranked[j][1] for j in range(k + 1)))
+            for k, (key, _) in enumerate(ranked)}
+
+
+def expected_statistics(results) -> dict:
+    """Every comparison of the table, from the accuracies alone."""
     accs = {a["arm"]: a["test_acc"] for a in results["arms"]}
-    s_p, df = study.pooled_sd(list(accs.values()))
-    assert (results["pooled_sd"], results["pooled_df"]) == (s_p, df)
+    family_of = {a["arm"]: a["network"] for a in results["arms"]}
+    noise = {}
+    for family in set(family_of.values()):
+        groups = [v for k, v in accs.items() if family_of[k] == family and len(v) > 1]
+        ss = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups)
+        df = sum(len(g) - 1 for g in groups)
+        noise[family] = (math.sqrt(ss / df) if df else None, df,
+                         {study.ARMS[k].name: len(v) for k, v in accs.items()
+                          if family_of[k] == family and len(v) > 1})
+    compared = {a["arm"]: study.ARMS[a["arm"]].reference for a in results["arms"]
+                if study.ARMS[a["arm"]].reference != a["arm"]}
+    m, out = len(compared), {}
+    for arm, ref in compared.items():
+        s_p, df, _ = noise[family_of[arm]]
+        mine, theirs = accs[arm], accs[ref]
+        e = {"d": sum(mine) / len(mine) - sum(theirs) / len(theirs)}
+        if s_p is not None:
+            se = s_p * math.sqrt(1 / len(mine) + 1 / len(theirs))
+            e.update(t=e["d"] / se, p=p_two_sided(e["d"] / se, df),
+                     half=critical_t(0.05, df) * se, half_sim=critical_t(0.05 / m, df) * se)
+        out[arm] = e
+    tested = {k: v["p"] for k, v in out.items() if "p" in v}
+    for arm, p_holm in holm_adjusted({**tested, **{k: 1.0 for k in out if k not in tested}},
+                                     m).items():
+        if arm in tested:
+            out[arm]["p_holm"] = p_holm
+    return {"noise": noise, "m": m, "comparisons": out}
+
+
+@pytest.fixture(scope="module")
+def expected(results):
+    return expected_statistics(results)
+
+
+def test_the_independent_t_distribution_is_right():
+    # Published table values, and the closed forms of df = 1 (Cauchy) and df = 2.
+    for alpha, df, t in ((0.05, 6, 2.447), (0.05, 10, 2.228), (0.01, 6, 3.707)):
+        assert abs(critical_t(alpha, df) - t) < 1e-3
+    for t in (0.2, 1.0, 3.0, 30.0):
+        assert math.isclose(p_two_sided(t, 1), 1 - 2 * math.atan(t) / math.pi, rel_tol=1e-10)
+        assert math.isclose(p_two_sided(t, 2), 1 - t / math.sqrt(2 + t * t), rel_tol=1e-10)
+    assert holm_adjusted({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005}, 4) == \
+        pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06, "d": 0.02})
+
+
+def test_the_statistics_follow_from_the_accuracies(results, expected):
+    close = dict(rel_tol=1e-7, abs_tol=1e-12)
     for arm in results["arms"]:
-        stats = study.arm_stats(arm["test_acc"])
-        assert (arm["mean"], arm["sd"]) == (stats["mean"], stats["sd"])
-        v = arm["vs_reference"]
-        if v is None:
+        accs = arm["test_acc"]
+        assert math.isclose(arm["mean"], sum(accs) / len(accs), **close), arm["arm"]
+        if len(accs) > 1:
+            sd = math.sqrt(sum((a - arm["mean"]) ** 2 for a in accs) / (len(accs) - 1))
+            assert math.isclose(arm["sd"], sd, **close), arm["arm"]
+    for family, (s_p, df, arms) in expected["noise"].items():
+        got = results["noise"][family]
+        assert got["pooled_df"] == df and got["arms"] == arms, family
+        assert (got["pooled_sd"] is None) == (s_p is None), family
+        if s_p is not None:
+            assert math.isclose(got["pooled_sd"], s_p, **close), family
+    basic = results["noise"]["basic"]                 # the top-level keys: the first family's
+    assert (results["pooled_sd"], results["pooled_df"]) == (basic["pooled_sd"], basic["pooled_df"])
+    assert results["family_size"] == expected["m"]
+    rows = {a["arm"]: a["vs_reference"] for a in results["arms"] if a["vs_reference"]}
+    assert set(rows) == set(expected["comparisons"])
+    for arm, e in expected["comparisons"].items():
+        v = rows[arm]
+        assert math.isclose(v["d"], e["d"], **close), arm
+        if "p" not in e:
+            assert v["low"] is None and "p" not in v and "no noise estimate" in v["verdict"], arm
             continue
-        expected = study.difference(arm["test_acc"], accs[v["reference"]], s_p, df)
-        for key, value in expected.items():
-            assert v[key] == value or math.isclose(v[key], value, rel_tol=1e-12), (arm["arm"], key)
+        assert math.isclose(v["t"], e["t"], **close), arm
+        for key, want in (("p", e["p"]), ("p_holm", e["p_holm"]),
+                          ("low", e["d"] - e["half"]), ("high", e["d"] + e["half"]),
+                          ("low_simultaneous", e["d"] - e["half_sim"]),
+                          ("high_simultaneous", e["d"] + e["half_sim"])):
+            assert math.isclose(v[key], want, rel_tol=1e-6, abs_tol=1e-9), (arm, key)
+        assert v["verdict"] == ("within noise" if e["p_holm"] >= 0.05 else
+                                "better" if e["d"] > 0 else "worse"), arm
+
+
+def test_results_md_shows_the_recomputed_numbers(expected):
+    """results.md's cells against the recomputed statistics, read back from the text."""
+    text = (STUDY / "results.md").read_text(encoding="utf-8")
+    header, *rows = [[c.strip() for c in line.strip("|").split("|")]
+                     for line in results_table() if not line.startswith("|---")]
+    col = {name: i for i, name in enumerate(header)}
+    d_col = "d vs ref, points [95% CI]"
+    sim_col = f"simultaneous 95% CI ({expected['m']} comparisons)"
+    assert d_col in col and sim_col in col
+
+    def pts(x):
+        return f"{100 * x:+.2f}"
+
+    for cells in rows:
+        e = expected["comparisons"].get(cells[col["arm"]])
+        if e is None:
+            continue
+        ci, sim = cells[col[d_col]], cells[col[sim_col]]
+        if "p" not in e:
+            assert ci == pts(e["d"]) and sim == "–"
+            assert "no noise estimate" in cells[col["verdict"]]
+            continue
+        assert ci == f"{pts(e['d'])} [{pts(e['d'] - e['half'])}, {pts(e['d'] + e['half'])}]"
+        assert sim == f"[{pts(e['d'] - e['half_sim'])}, {pts(e['d'] + e['half_sim'])}]"
+        for name, want in (("p", e["p"]), ("p (Holm)", e["p_holm"])):
+            shown = cells[col[name]]
+            assert (want < 1e-4 if shown == "<0.0001" else
+                    math.isclose(float(shown), want, rel_tol=0.05, abs_tol=5e-4)), (cells[0], name)
+    for family, (s_p, df, arms) in expected["noise"].items():
+        if s_p is not None:
+            pooled = ", ".join(f"{a} ({k} seeds)" for a, k in arms.items())
+            assert f"pooled over {pooled}" in text
+            assert f"s_p = {100 * s_p:.2f} points (df = {df}, " in text
 
 
 def test_results_md_is_what_the_report_writes(results):

@@ -24,7 +24,8 @@ state), ``runs`` (the workers and the scheduler), ``report`` (the table), ``stat
 from .arms import ARMS, MIN_SEEDS, PRIMARY, QUICK, STUDIES, Arm, Protocol, seeds_for, study_arms
 from .folder import (FAILED, LOCK, LOG, RUN_RECORD, STUDY_FORMAT, lock_holder, open_study_folder,
                      read_metrics, read_protocol, run_dir, run_state, study_lock)
-from .report import aggregate, markdown, model_facts, plot, report, write_report
+from .report import aggregate, markdown, model_facts, noise, plot, report, write_report
 from .runs import Job, git_commit, plan, run_one, run_study, stop_on_sigterm, worker_spec
-from .stats import arm_stats, difference, pooled_sd, t_quantile
+from .stats import (ALPHA, arm_stats, difference, holm, judge, pooled_sd, t_cdf, t_quantile,
+                    t_two_sided_p)
 from .synthetic import ensure_quick_data, write_synthetic_cifar10

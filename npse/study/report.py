@@ -8,7 +8,7 @@ from ..rundir import write_text_atomic
 from .arms import ARMS, MIN_SEEDS, QUICK, Arm, Protocol, seeds_for, study_arms
 from .folder import (RESULTS_JSON, RESULTS_MD, RESULTS_PNG, STUDY_FORMAT, failed_error,
                      read_protocol, run_dir, run_state, seeds_on_disk, wall_seconds, write_json)
-from .stats import arm_stats, difference, pooled_sd, t_quantile
+from .stats import ALPHA, arm_stats, difference, judge, pooled_sd, t_quantile
 
 
 def model_facts(arm: Arm, protocol: Protocol) -> dict:
@@ -23,27 +23,46 @@ def model_facts(arm: Arm, protocol: Protocol) -> dict:
     return {"parameters": params, "multiply_adds": madds, "hidden": hidden}
 
 
+def _read_arm(out: Path, arm: str, seeds: int, protocol: Protocol) -> tuple:
+    """``(accs, failed, walls, missing)`` of one arm's runs, read from disk."""
+    accs, failed, walls, missing = [], [], [], []
+    for s in seeds_for(arm, seeds):
+        d = run_dir(out, arm, s)
+        state, metrics = run_state(d, protocol.train_config(ARMS[arm], s, d).training_dict())
+        if state == "finished":
+            accs.append(metrics[-1]["test_acc"])
+            walls.append(wall_seconds(d, metrics))
+        elif state == "failed":
+            failed.append({"seed": s, "error": failed_error(d)})
+        else:
+            missing.append(s)
+    return accs, failed, walls, missing
+
+
+def noise(finals: dict) -> dict:
+    """Each network family's own noise: the sd pooled over that family's arms with two seeds or
+    more (``finals``: arm -> accuracies). A family none of whose arms has two seeds has no
+    estimate (``pooled_sd`` None): its arms get no interval, rather than one borrowed from
+    another network."""
+    families = {}
+    for arm, accs in finals.items():
+        families.setdefault(ARMS[arm].network, {})[arm] = accs
+    out = {}
+    for family, arms in families.items():
+        s_p, df = pooled_sd(list(arms.values()))
+        out[family] = {"pooled_sd": s_p, "pooled_df": df,
+                       "t_975": t_quantile(0.975, df) if df else None,
+                       "arms": {a: len(accs) for a, accs in arms.items() if len(accs) >= 2}}
+    return out
+
+
 def aggregate(names: str, out, protocol: Protocol, seeds: int) -> dict:
     """Read every run of the study from disk and compute the table (JSON-ready)."""
     out = Path(out)
-    arms = study_arms(names)
-    finals, rows = {}, []
-    for arm in arms:
-        accs, failed, walls, missing = [], [], [], []
-        for s in seeds_for(arm, seeds):
-            d = run_dir(out, arm, s)
-            state, metrics = run_state(d, protocol.train_config(ARMS[arm], s, d).training_dict())
-            if state == "finished":
-                accs.append(metrics[-1]["test_acc"])
-                walls.append(wall_seconds(d, metrics))
-            elif state == "failed":
-                failed.append({"seed": s, "error": failed_error(d)})
-            else:
-                missing.append(s)
-        finals[arm] = accs
-        rows.append((arm, accs, failed, walls, missing))
-    # Pooled over every arm of the folder's basic network with >= 2 seeds.
-    s_p, df = pooled_sd([a for a in finals.values()])
+    rows = [(arm, *_read_arm(out, arm, seeds, protocol)) for arm in study_arms(names)]
+    finals = {arm: accs for arm, accs, *_ in rows}
+    families = noise(finals)
+    compared = [arm for arm, *_ in rows if arm != ARMS[arm].reference]
     table = []
     for arm, accs, failed, walls, missing in rows:
         a = ARMS[arm]
@@ -53,17 +72,51 @@ def aggregate(names: str, out, protocol: Protocol, seeds: int) -> dict:
                  "test_acc": accs, **arm_stats(accs), "failed": failed, "missing": missing,
                  "wall_seconds": sum(walls) if walls else None,
                  "paper_top1_error": a.paper, "paper_note": a.paper_note}
-        entry["vs_reference"] = (None if arm == a.reference else
+        own = families[a.network]
+        entry["vs_reference"] = (None if arm not in compared else
                                  {"reference": a.reference,
-                                  **difference(accs, finals.get(a.reference, []), s_p, df)})
+                                  **difference(accs, finals.get(a.reference, []),
+                                               own["pooled_sd"], own["pooled_df"],
+                                               family_size=len(compared), family=a.network)})
         table.append(entry)
+    judge([e["vs_reference"] for e in table if e["vs_reference"] is not None])
+    # The top-level noise keys, kept for older readers: the first family's (the basic
+    # network's whenever the study has it); "noise" holds every family's.
+    first = families[ARMS[rows[0][0]].network]
     return {"format": STUDY_FORMAT, "study": names, "protocol": protocol.as_dict(),
-            "seeds": seeds, "pooled_sd": s_p, "pooled_df": df,
-            "t_975": t_quantile(0.975, df) if df else None, "arms": table}
+            "seeds": seeds, "pooled_sd": first["pooled_sd"], "pooled_df": first["pooled_df"],
+            "t_975": first["t_975"], "noise": families, "family_size": len(compared),
+            "alpha": ALPHA, "arms": table}
 
 
 def _pct(x, signed=False):
     return "–" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
+
+
+def _p(x) -> str:
+    return "–" if x is None else ("1" if x >= 0.9995 else f"{x:.2g}" if x >= 1e-4 else "<0.0001")
+
+
+def _row(a: dict) -> str:
+    """One arm's line of the table."""
+    acc = ("failed" if a["failed"] and not a["n"] else "not run" if not a["n"] else
+           f"{_pct(a['mean'])}" + (f" ± {_pct(a['sd'])}" if a["sd"] is not None else " (1 seed)"))
+    if a["failed"]:
+        acc += f" ({len(a['failed'])} failed)"
+    v = a["vs_reference"]
+    if v is None:
+        cells = ["(reference)", "", "", "", ""]
+    else:
+        d = "–" if v["d"] is None else _pct(v["d"], True)
+        if v["low"] is not None:
+            d += f" [{_pct(v['low'], True)}, {_pct(v['high'], True)}]"
+        sim = ("–" if v.get("low_simultaneous") is None else
+               f"[{_pct(v['low_simultaneous'], True)}, {_pct(v['high_simultaneous'], True)}]")
+        cells = [d, sim, _p(v.get("p")), _p(v.get("p_holm")), v["verdict"]]
+    hidden = ", ".join(f"{h}" for h in a["hidden"].values()) or "–"
+    paper = "–" if a["paper_top1_error"] is None else f"{a['paper_top1_error']:.2f}"
+    return (f"| {a['arm']} | {a['parameters']:,} | {a['multiply_adds']:,} | {hidden} | {a['n']} "
+            f"| {acc} | " + " | ".join(cells) + f" | {paper} | {a['paper_note']} |")
 
 
 def markdown(results: dict) -> str:
@@ -76,65 +129,73 @@ def markdown(results: dict) -> str:
     images = ("all training images" if p["train_subset"] is None
               else f"{p['train_subset']} training images")
     epochs = f"{p['epochs']} epoch" + ("s" if p["epochs"] != 1 else "")
+    m = results.get("family_size", 0)
     lines += [f"Protocol: {epochs}, batch {p['batch_size']}, {images}"
               f", BasicBlock depth {p['depth']}, Bottleneck depth {p['bottleneck_depth']}, "
               f"widths {tuple(p['widths']) if p['widths'] else (16, 32, 64)}; SE arms without "
               f"FC biases in the excitation (the paper's ablation setting); {_seed_range(results['seeds'])}"
               f" per arm, at least {MIN_SEEDS} for the baseline and the reference.", "",
               "| arm | params | mult-adds | SE hidden width | seeds | test acc % (mean ± sd) "
-              "| d vs ref (95% CI), points | verdict | paper top-1 err % | paper's variant |",
-              "|---|---:|---:|---|---:|---|---|---|---:|---|"]
-    for a in results["arms"]:
-        acc = ("failed" if a["failed"] and not a["n"] else "not run" if not a["n"] else
-               f"{_pct(a['mean'])}" + (f" ± {_pct(a['sd'])}" if a["sd"] is not None else
-                                       " (1 seed)"))
-        if a["failed"]:
-            acc += f" ({len(a['failed'])} failed)"
-        v = a["vs_reference"]
-        if v is None:
-            dtext, verdict = "(reference)", ""
-        elif v["d"] is None:
-            dtext, verdict = "–", v["verdict"]
-        elif v["low"] is None:
-            dtext, verdict = f"{_pct(v['d'], True)}", v["verdict"]
-        else:
-            dtext = f"{_pct(v['d'], True)} [{_pct(v['low'], True)}, {_pct(v['high'], True)}]"
-            verdict = v["verdict"]
-        hidden = ", ".join(f"{v_}" for v_ in a["hidden"].values()) or "–"
-        paper = "–" if a["paper_top1_error"] is None else f"{a['paper_top1_error']:.2f}"
-        lines.append(f"| {a['arm']} | {a['parameters']:,} | {a['multiply_adds']:,} | {hidden} "
-                     f"| {a['n']} | {acc} | {dtext} | {verdict} | {paper} | {a['paper_note']} |")
-    s_p = results["pooled_sd"]
-    lines += ["", "How to read it:", ""]
-    if s_p is None:
-        lines.append("- No arm has two finished seeds yet, so there is no estimate of the noise "
-                     "and no interval.")
-    else:
-        lines.append(f"- Noise: the sd between seeds, pooled over every arm with at least 2 "
-                     f"seeds (equal variances assumed), is s_p = {100 * s_p:.2f} points "
-                     f"(df = {results['pooled_df']}, t(0.975) = {results['t_975']:.3f}). "
-                     f"The test set alone adds binomial noise of about "
-                     f"{_binomial_points(results):.2f} points.")
-    lines += ["- d is the arm's mean minus its reference's (`reference`, or "
-              "`bottleneck-standard` for the Bottleneck arms), in accuracy points; higher is "
-              "better. Its interval is d ± t(0.975, df) · s_p · sqrt(1/n_arm + 1/n_ref). About "
-              "1 interval in 20 misses 0 by chance alone, so one 'better' or 'worse' among many "
-              "arms is weak evidence.",
-              "- 'within noise': the interval holds 0; the arms are not ranked.",
-              "- The paper's numbers are ImageNet top-1 *errors* of ResNet-50 variants (TPAMI "
-              "tables); npse's are CIFAR-10 test *accuracies* of networks about 100 times "
-              "smaller, trained for a few epochs. Compare directions, not sizes.",
-              "- 'SE hidden width' is the excitation's hidden width per stage (C // r); at r = 16 "
-              "ResNet-50 has hidden widths 16-128, a regime a 16/32/64-channel network does not "
-              "reach (its widths are 1, 2, 4).",
-              "- The `stages` arms: npse's stage 3 is its last stage; the paper put SE in its "
-              "stages 2, 3 and 4 alone, never in its last stage (5) alone, and mentions "
-              "dropping the last stage's SE only in a remark of its section 4."]
-    if any(ARMS[a["arm"]].network == "bottleneck" for a in results["arms"]):
-        lines.append("- The Bottleneck arms' intervals use the same s_p, pooled mostly from "
-                     "ResNet-20 runs: the Bottleneck network's own seed-to-seed noise is "
-                     "assumed equal to it, not measured.")
+              f"| d vs ref, points [95% CI] | simultaneous 95% CI ({m} comparisons) | p "
+              "| p (Holm) | verdict | paper top-1 err % | paper's variant |",
+              "|---|---:|---:|---|---:|---|---|---|---:|---:|---|---:|---|"]
+    lines += [_row(a) for a in results["arms"]]
+    lines += ["", "How to read it:", ""] + _noise_lines(results) + _reading_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def _noise_lines(results: dict) -> list:
+    """One line per network family: its s_p, and the arms it pools."""
+    names = {"basic": f"BasicBlock network (depth {results['protocol']['depth']})",
+             "bottleneck": f"Bottleneck network (depth {results['protocol']['bottleneck_depth']})"}
+    noise = results.get("noise") or {"basic": {"pooled_sd": results["pooled_sd"],
+                                               "pooled_df": results["pooled_df"],
+                                               "t_975": results["t_975"], "arms": {}}}
+    lines = []
+    for family, n in noise.items():
+        who = names.get(family, family)
+        if n["pooled_sd"] is None:
+            lines.append(f"- Noise of the {who}: none of its arms has two finished seeds, so "
+                         f"there is no estimate of its noise, and its arms get no interval and "
+                         f"no p (run a second seed of one of them). It is not borrowed from the "
+                         f"other network: a different network need not vary as much between "
+                         f"seeds.")
+            continue
+        pooled = ", ".join(f"{a} ({k} seeds)" for a, k in n["arms"].items())
+        lines.append(f"- Noise of the {who}: the sd between seeds, pooled over {pooled} (equal "
+                     f"variances assumed), is s_p = {100 * n['pooled_sd']:.2f} points "
+                     f"(df = {n['pooled_df']}, t(0.975) = {n['t_975']:.3f}). Every interval "
+                     f"of this network's arms uses it, one-seed arms included.")
+    lines.append(f"- The test set alone adds binomial noise of about "
+                 f"{_binomial_points(results):.2f} points to each run.")
+    return lines
+
+
+def _reading_lines(results: dict) -> list:
+    m = results.get("family_size", 0)
+    lines = [
+        "- d is the arm's mean minus its reference's (`reference`, or `bottleneck-standard` for "
+        "the Bottleneck arms), in accuracy points; higher is better. t = d / (s_p sqrt(1/n_arm "
+        "+ 1/n_ref)) with the df of its network's s_p; p is its two-sided p-value. The 95% CI "
+        "is d ± t(0.975, df) s_p sqrt(1/n_arm + 1/n_ref): it excludes 0 exactly when p < 0.05.",
+        f"- The table makes {m} comparisons, and about 1 in 20 has p < 0.05 by chance alone. "
+        f"'p (Holm)' is p adjusted over all {m} by Holm's step-down method (a comparison "
+        f"without a p counts as p = 1); the simultaneous CI uses t(1 - 0.05/{2 * m}, df) "
+        f"(Bonferroni), so that all {m} intervals hold their true d together with 95% "
+        f"probability.",
+        "- The verdict follows p (Holm): 'better' or 'worse' when it is below 0.05, else "
+        "'within noise' (the arms are not ranked). Holm is never stricter than the "
+        "simultaneous CI, so an arm can be 'worse' by Holm while that interval still holds 0.",
+        "- The paper's numbers are ImageNet top-1 *errors* of ResNet-50 variants (TPAMI "
+        "tables); npse's are CIFAR-10 test *accuracies* of networks about 100 times "
+        "smaller, trained for a few epochs. Compare directions, not sizes.",
+        "- 'SE hidden width' is the excitation's hidden width per stage (C // r); at r = 16 "
+        "ResNet-50 has hidden widths 16-128, a regime a 16/32/64-channel network does not "
+        "reach (its widths are 1, 2, 4).",
+        "- The `stages` arms: npse's stage 3 is its last stage; the paper put SE in its "
+        "stages 2, 3 and 4 alone, never in its last stage (5) alone, and mentions "
+        "dropping the last stage's SE only in a remark of its section 4."]
+    return lines
 
 
 def _seed_range(n: int) -> str:
@@ -149,7 +210,7 @@ def _binomial_points(results) -> float:
 
 
 def plot(results: dict, path: Path) -> None:
-    """results.png: each arm's seeds as dots, d and its interval as a bar beside the paper."""
+    """results.png: each arm's seeds as dots, d's intervals as bars around the reference's mean."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -166,13 +227,17 @@ def plot(results: dict, path: Path) -> None:
                    None)
         v = a["vs_reference"]
         if v and v["low"] is not None and ref and ref["mean"] is not None:
-            lo, hi = (100 * (ref["mean"] + v["low"]), 100 * (ref["mean"] + v["high"]))
-            ax.plot([lo, hi], [y - 0.18] * 2, color="tab:red" if v["verdict"] != "within noise"
-                    else "tab:gray", linewidth=2)
+            color = "tab:red" if v["verdict"] in ("better", "worse") else "tab:gray"
+            for key, width in (("", 2.5), ("_simultaneous", 0.9)):
+                if v.get("low" + key) is not None:
+                    ax.plot([100 * (ref["mean"] + v["low" + key]),
+                             100 * (ref["mean"] + v["high" + key])], [y - 0.18] * 2,
+                            color=color, linewidth=width)
     ax.set_yticks(range(len(arms)))
     ax.set_yticklabels([a["arm"] for a in reversed(arms)])
-    ax.set_xlabel("CIFAR-10 test accuracy, % (dots: seeds; tick: mean; bar: reference mean + "
-                  "95% CI of d)")
+    ax.set_xlabel("CIFAR-10 test accuracy, % (dots: seeds; tick: mean)\nbars: reference mean + "
+                  "d, 95% CI (thick) and simultaneous CI (thin); red: Holm p < 0.05;\nno bar: "
+                  "no noise estimate for that network", fontsize=9)
     title = f"npse study {results['study']}"
     if results["protocol"].get("quick"):
         title += " (--quick: machinery only, not a result)"

@@ -1,34 +1,87 @@
-"""Mean, sd, pooled sd and the interval of a difference: the numbers of a study's table."""
+"""The numbers of a study's table: mean, sd, pooled sd, the difference from the reference with
+its t statistic, two-sided p and intervals, and Holm's adjustment over a report's comparisons.
+
+Student's t is computed here, without SciPy: the tail probability is an integral over a finite
+range (below), done by Simpson's rule, and the quantile is found by bisection on it."""
 from __future__ import annotations
 
+import functools
 import math
 
+ALPHA = 0.05        # every interval is a 95% one, every verdict a test at 5%
+_SIMPSON_STEPS = 2000
 
+
+def _upper_tail(t: float, df: int) -> float:
+    """P(T > t) for t >= 0. With x = sqrt(df) tan(theta) the density of t becomes
+    cos(theta)^(df-1) / B(1/2, df/2) on (-pi/2, pi/2), so the tail is the integral of a smooth,
+    bounded function from atan(t / sqrt(df)) to pi/2: no infinite range, and no 1 - (something
+    near 1) that would lose the small p-values."""
+    a, b = math.atan(t / math.sqrt(df)), math.pi / 2
+    if b - a <= 0:
+        return 0.0
+    n, h = _SIMPSON_STEPS, (b - a) / _SIMPSON_STEPS
+    power = df - 1
+
+    def f(theta):
+        return max(math.cos(theta), 0.0) ** power
+
+    s = f(a) + f(b) + sum((4 if i % 2 else 2) * f(a + i * h) for i in range(1, n))
+    log_beta = math.lgamma(0.5) + math.lgamma(df / 2) - math.lgamma((df + 1) / 2)
+    return s * h / 3 / math.exp(log_beta)
+
+
+def _check_df(df) -> None:
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"Student's t needs an integer df >= 1, got {df!r}")
+
+
+def t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
+    _check_df(df)
+    tail = _upper_tail(abs(t), df)
+    return 1 - tail if t >= 0 else tail
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|): the two-sided p-value of a t statistic."""
+    _check_df(df)
+    return min(1.0, 2 * _upper_tail(abs(t), df))
+
+
+@functools.lru_cache(maxsize=256)
 def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (p in (0.5, 1)).
-
-    Found by bisection on the CDF, itself Simpson's rule over the density, to about 1e-9:
-    enough for an interval, and no SciPy needed."""
-    if not (0.5 < p < 1) or df < 1:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (p in (0.5, 1)), found
+    by bisection on the upper tail to about 1e-9 (relative): enough for an interval."""
+    if not (0.5 < p < 1):
         raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def density(x):
-        return math.exp(log_c - (df + 1) / 2 * math.log1p(x * x / df))
-
-    def cdf(t, n=4000):
-        h = t / n
-        s = density(0) + density(t) + sum((4 if i % 2 else 2) * density(i * h)
-                                          for i in range(1, n))
-        return 0.5 + s * h / 3
-
+    _check_df(df)
+    q = 1 - p
     lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        hi *= 2
+    while _upper_tail(hi, df) > q:
+        lo, hi = hi, hi * 2
     for _ in range(60):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+        lo, hi = (mid, hi) if _upper_tail(mid, df) > q else (lo, mid)
     return (lo + hi) / 2
+
+
+def holm(pvalues: list) -> list:
+    """Holm's step-down adjustment of a family of p-values, in their order.
+
+    The i-th smallest of m p-values is multiplied by m - i + 1 (i from 1); each adjusted value
+    is at least the one before it in that order, and at most 1. A hypothesis is rejected at
+    level alpha when its adjusted p is below alpha, which holds the chance of any false
+    rejection in the family at alpha. ``None`` (a comparison without a p) stays None but counts
+    in m, as a p of 1 would: it can reject nothing, and leaving it out would make every other
+    adjustment depend on which arms happen to have data."""
+    m = len(pvalues)
+    order = sorted((i for i, p in enumerate(pvalues) if p is not None), key=lambda i: pvalues[i])
+    adjusted, running = [None] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def arm_stats(accs: list) -> dict:
@@ -53,15 +106,42 @@ def pooled_sd(groups: list) -> tuple:
     return (math.sqrt(ss / df), df) if df else (None, 0)
 
 
-def difference(arm: list, ref: list, s_p, df) -> dict:
-    """``d = mean(arm) - mean(ref)`` with its 95% interval ``d ± t(0.975, df) s_p
-    sqrt(1/n_arm + 1/n_ref)``, and the verdict: "within noise" when the interval holds 0."""
+def difference(arm: list, ref: list, s_p, df, family_size: int = 1, family: str = "") -> dict:
+    """``d = mean(arm) - mean(ref)``, its t statistic ``d / (s_p sqrt(1/n_arm + 1/n_ref))``
+    with ``df`` degrees of freedom and two-sided p, its 95% interval ``d ± t(0.975, df) s_p
+    sqrt(1/n_arm + 1/n_ref)`` and its simultaneous one for a family of ``family_size``
+    comparisons (Bonferroni: t at 1 - 0.05 / (2 family_size)).
+
+    The verdict is this comparison's alone ("worse"/"better" when p < 0.05, which is when the
+    95% interval excludes 0, else "within noise"); :func:`judge` rewrites it for the family.
+    ``family`` names the network whose noise ``s_p`` is, for the message when there is none."""
     if not arm or not ref:
         return {"d": None, "low": None, "high": None, "verdict": "not run"}
     d = sum(arm) / len(arm) - sum(ref) / len(ref)
     if s_p is None:
-        return {"d": d, "low": None, "high": None, "verdict": "no interval (no arm has 2 seeds)"}
-    half = t_quantile(0.975, df) * s_p * math.sqrt(1 / len(arm) + 1 / len(ref))
-    low, high = d - half, d + half
-    verdict = "within noise" if low <= 0 <= high else ("better" if low > 0 else "worse")
-    return {"d": d, "low": low, "high": high, "verdict": verdict}
+        who = f"the {family} family" if family else "this network"
+        return {"d": d, "low": None, "high": None,
+                "verdict": f"no noise estimate for {who}: run a second seed"}
+    se = s_p * math.sqrt(1 / len(arm) + 1 / len(ref))
+    t = d / se if se > 0 else math.copysign(math.inf, d) if d else 0.0
+    p = t_two_sided_p(t, df) if math.isfinite(t) else 0.0
+    half = t_quantile(1 - ALPHA / 2, df) * se
+    half_sim = t_quantile(1 - ALPHA / (2 * family_size), df) * se
+    return {"d": d, "low": d - half, "high": d + half, "verdict": _words(d, p),
+            "t": t, "df": df, "p": p, "family_size": family_size,
+            "low_simultaneous": d - half_sim, "high_simultaneous": d + half_sim}
+
+
+def _words(d: float, p: float) -> str:
+    return "within noise" if p >= ALPHA else ("better" if d > 0 else "worse")
+
+
+def judge(comparisons: list) -> list:
+    """Holm over a family of :func:`difference` results (every comparison one report makes,
+    those without a p included): each gets ``p_holm``, and a verdict from it."""
+    adjusted = holm([c.get("p") for c in comparisons])
+    for c, p_holm in zip(comparisons, adjusted):
+        if p_holm is not None:
+            c["p_holm"] = p_holm
+            c["verdict"] = _words(c["d"], p_holm)
+    return comparisons
