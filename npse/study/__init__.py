@@ -26,10 +26,11 @@ Modules: ``arms`` (the studies and the protocol), ``folder`` (the folder's files
 state), ``runs`` (the workers and the scheduler), ``report`` (the table), ``stats``, ``probe``
 (``--probe``), ``synthetic`` (``--quick``'s data); the command is :mod:`npse.commands.study`.
 """
-from .arms import ARMS, MAX_SEEDS, MIN_SEEDS, PRIMARY, QUICK, STUDIES, Arm, Protocol, seeds_for, study_arms
-from .folder import (FAILED, LOCK, LOG, RUN_LOCK, RUN_RECORD, STUDY_FORMAT, RunState, inspect_run,
-                     lock_holder, lock_is_held, open_study_folder, read_metrics, read_protocol,
-                     replace_run, run_dir, run_state, study_lock, try_lock)
+from .arms import (ARMS, MAX_SEEDS, MIN_SEEDS, PRIMARY, QUICK, STUDIES, Arm, Protocol, seeds_for,
+                   study_arms)
+from .folder import (FAILED, LOCK, LOG, RUN_LOCK, RUN_RECORD, STUDY_FILE, STUDY_FORMAT, RunState,
+                     inspect_run, lock_holder, lock_is_held, open_study_folder, read_metrics,
+                     read_protocol, replace_run, run_dir, run_state, study_lock, try_lock)
 from .report import aggregate, markdown, model_facts, plot, report, write_report
 from .runs import (LOCKED, Job, die_with_parent, git_commit, hold_run_lock, parse_rerun, plan,
                    run_one, run_study, stop_on_sigterm, worker_spec)

@@ -309,7 +309,7 @@ def read_protocol(out: Path) -> tuple:
         if not isinstance(studies, list) or not all(isinstance(n, str) for n in studies):
             raise TypeError("studies")
         return Protocol(**p), studies
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
         raise ValueError(f"{path}: not a study description") from None
 
 

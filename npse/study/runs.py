@@ -378,11 +378,15 @@ def hold_run_lock(spec: dict) -> bool:
     path = Path(spec["config"]["out"]) / RUN_LOCK
     fd = spec.get("lock_fd")
     if fd is None:
-        return try_lock(path) is not None
+        fd = try_lock(path)
+        if fd is None:
+            return False
     try:
         if not os.path.samestat(os.fstat(fd), os.stat(path)):
             return False
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a no-op where this open file holds it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)   # who trains here, for people to see
     except (OSError, TypeError):
         return False
     return True
