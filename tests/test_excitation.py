@@ -351,7 +351,38 @@ def test_excitation_bad_input_is_one_line(trained, tmp_path, capsys):
         rc, _, err = run_cli(capsys, "excitation", path, *data, "--out", tmp_path / "o")
         assert_one_line_error(rc, err)
         assert words in err and str(path.name) in err
-    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--classes", "cat,unicorn")
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--classes", "cat,unicorn",
+                         "--out", tmp_path / "o")        # not the default, an earlier test's
     assert_one_line_error(rc, err)
     assert "unicorn" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_excitation_refuses_an_out_that_holds_an_analysis_before_running_it(trained, tmp_path,
+                                                                           capsys, monkeypatch):
+    _, data, weights = trained
+    out = tmp_path / "ex"
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-probe", "--no-plots",
+                         "--out", out)
+    assert rc == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # The check comes first: an analysis that would be refused is never started.
+    import npse.excitation.report as report
+    monkeypatch.setattr(report, "analyse", lambda *a, **k: pytest.fail("analysis started"))
+    monkeypatch.setattr(report, "plot_gates", lambda *a, **k: pytest.fail("plots drawn"))
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-probe", "--out", out)
+    assert_one_line_error(rc, err)
+    assert "already holds gates.npz, excitation.json, excitation.md" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (tmp_path / "file").write_text("not a folder")
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--out", tmp_path / "file")
+    assert_one_line_error(rc, err)
+    assert "is a file" in err
+    monkeypatch.undo()
+    (out / "excitation.md").write_text("an old report")
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-probe", "--no-plots",
+                         "--out", out, "--overwrite")
+    assert rc == 0, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()}["excitation.json"] == \
+        before["excitation.json"]                   # the same analysis, written again
+    assert (out / "excitation.md").read_bytes() == before["excitation.md"]

@@ -41,6 +41,8 @@ def add_arguments(p) -> None:
                    help="skip the probe (each stage's gates fixed at test time; 2 test-set passes "
                         "per stage)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="write no PNG files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier analysis in --out (refused without it)")
     p.add_argument("--study", metavar="DIR",
                    help="a folder of 'npse study stages': set its arms reference and stages-1-2 "
                         "(the last stage's SE dropped and the network retrained) beside the probe")
@@ -58,6 +60,8 @@ def run(args) -> int:
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT
+    out = Path(args.out) if args.out else path.parent / "excitation"
+    check_out(out, args.overwrite)           # before the analysis, not after its minutes
     model, meta = load_model_for_inference(path, args.backend)
     model.use_policy(FAST)                   # the fast formulations, as npse train evaluated
     find_se_blocks(model, f"{path} (model {meta['config'].get('model')})")
@@ -67,7 +71,6 @@ def run(args) -> int:
     if unknown:
         raise ValueError(f"--classes: unknown {unknown}; the checkpoint's classes are {classes}")
     study = study_side_by_side(args.study) if args.study else None
-    out = Path(args.out) if args.out else path.parent / "excitation"
     config = TrainConfig.from_dict(meta["config"])
     config.data_dir, config.download = args.data_dir, args.download
     data = load_dataset(config)
@@ -87,9 +90,22 @@ def run(args) -> int:
     return 0
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or that holds an earlier analysis (unless overwrite),
+    as npse train refuses a folder that holds a run."""
+    from ..excitation.report import OUTPUT_FILES
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
+    held = [name for name in OUTPUT_FILES if (out / name).exists() or (out / name).is_symlink()]
+    if held and not overwrite:
+        raise FileExistsError(f"--out {out} already holds {', '.join(held)}; pass --overwrite "
+                              f"to replace them, or choose another --out")
+
+
 def _command_line(args) -> str:
     """The command as excitation.json records it: the data folder, a local path, as DIR, so that
-    the same analysis records the same line on every machine."""
+    the same analysis records the same line on every machine. --overwrite is left out: it
+    changes where the files may go, not what they hold."""
     given = [f"npse excitation {args.checkpoint}"] + (["--data-dir DIR"] if args.data_dir else [])
     given += [f"--out {args.out}"] if args.out else []
     given += [f"--classes {','.join(args.classes)}"] if args.classes else []

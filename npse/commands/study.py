@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", metavar="DIR", help="the study folder (default: studies/NAME, or "
                    "studies/quick-NAME with --quick)")
     p.add_argument("--report", metavar="OUT", help="only redraw the table and plot of the "
-                   "study folder OUT from its files")
+                   "study folder OUT from its files: every study the folder holds, whichever "
+                   "NAME is")
     p.add_argument("--epochs", type=int, help="default: 5 (--quick: 1)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every arm; the "
                    f"baseline and the reference always get at least {MIN_SEEDS} (default: 1)")
@@ -42,6 +43,9 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="tiny networks, 500 images, 1 epoch: "
                    "shows the machinery in a minute or two, not a result")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--rerun", action="append", metavar="ARM:SEED", help="train this run again "
+                   "(finished or damaged): its folder is moved to seed-SEED.replaced-<UTC "
+                   "time>/, never deleted; repeatable")
     p.add_argument("--list", action="store_true", help="print the plan (arms, seeds, states) "
                    "and stop")
     p.add_argument("--time-limit", type=float, metavar="MINUTES", help="start no run that the "
@@ -73,7 +77,8 @@ def run(args) -> int:
     command = "npse study " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     stop_on_sigterm()
     run_study(args.name, out, protocol, seeds=args.seeds, jobs=args.jobs,
-              retry_failed=args.retry_failed, command=command, threads=args.threads,
+              retry_failed=args.retry_failed, rerun=args.rerun or (), command=command,
+              threads=args.threads,
               time_limit=None if args.time_limit is None else 60 * args.time_limit,
               backend=args.backend, data_dir=data_dir)
     return 0
@@ -123,5 +128,5 @@ def _list(args, out: Path, protocol, data_dir) -> int:
         print(f"being run by another npse study ({holder})")
     for j in plan(args.name, out, protocol, args.seeds, backend=args.backend,
                   data_dir=data_dir):
-        print(f"{j.arm:22s} seed {j.seed}  {j.state}")
+        print(f"{j.arm:22s} seed {j.seed}  {j.state}" + (f": {j.why}" if j.why else ""))
     return 0

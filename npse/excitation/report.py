@@ -52,6 +52,8 @@ def study_side_by_side(folder) -> dict:
     for arm in STUDY_ARMS:
         accs, epochs = [], set()
         for metrics in sorted((folder / arm).glob(f"seed-*/{METRICS}")):
+            if not metrics.parent.name[5:].isdigit():
+                continue            # seed-<s>.replaced-<time>: a run that --rerun replaced
             # config.json as train() writes it: the training options under "config".
             saved = json.loads((metrics.parent / CONFIG).read_text(encoding="utf-8"))
             wanted = (saved.get("config") or {}).get("epochs") if isinstance(saved, dict) else None
@@ -189,6 +191,11 @@ def plot_gates(stats: dict, classes, out_dir, show=None, pair=None) -> list[Path
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+#: Every file ``npse excitation`` writes into its --out folder (the plots with matplotlib only).
+OUTPUT_FILES = ("gates.npz", "excitation.json", "excitation.md", "fig6_class_means.png",
+                "fig7_within_class.png")
 
 
 # ----------------------------------------------------------------------------- the whole analysis

@@ -3,12 +3,20 @@
 import json
 import sys
 
-from .runs import run_one, stop_on_sigterm
+from .runs import LOCKED, die_with_parent, hold_run_lock, run_one, stop_on_sigterm
 
 
 def _worker_main(argv) -> int:
-    stop_on_sigterm()
+    stop_on_sigterm()          # SIGTERM, from the study or from its death, stops as Ctrl-C does
     spec = json.loads(argv[1])
+    if "parent" in spec and not die_with_parent(spec["parent"]):
+        print("npse study: the study that started this worker has ended; nothing done",
+              file=sys.stderr)
+        return 130
+    if not hold_run_lock(spec):
+        print(f"npse study: another process holds the lock of {spec['config']['out']}; "
+              f"nothing done", file=sys.stderr)
+        return LOCKED
     return run_one(spec)
 
 

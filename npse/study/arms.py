@@ -80,6 +80,9 @@ STUDIES = {
 }
 STUDIES["all"] = tuple(dict.fromkeys(a for arms in STUDIES.values() for a in arms))
 MIN_SEEDS = 3   # the reference and the baseline always get at least this many seeds
+# --seeds' upper bound: a folder named seed-999999999 (or a typo) must not make npse plan or
+# read a billion runs.
+MAX_SEEDS = 1000
 PRIMARY = ("baseline", "reference")
 
 # --quick: the machinery in about a minute, not a result.

@@ -7,7 +7,8 @@ from pathlib import Path
 from ..rundir import write_text_atomic
 from .arms import ARMS, MIN_SEEDS, QUICK, Arm, Protocol, seeds_for, study_arms
 from .folder import (RESULTS_JSON, RESULTS_MD, RESULTS_PNG, STUDY_FORMAT, failed_error,
-                     read_protocol, run_dir, run_state, seeds_on_disk, wall_seconds, write_json)
+                     folder_studies, inspect_run, read_protocol, run_dir, seeds_on_disk,
+                     wall_seconds, write_json)
 from .stats import ALPHA, arm_stats, difference, judge, pooled_sd, t_quantile
 
 
@@ -24,19 +25,22 @@ def model_facts(arm: Arm, protocol: Protocol) -> dict:
 
 
 def _read_arm(out: Path, arm: str, seeds: int, protocol: Protocol) -> tuple:
-    """``(accs, failed, walls, missing)`` of one arm's runs, read from disk."""
-    accs, failed, walls, missing = [], [], [], []
+    """``(accs, failed, walls, missing, damaged)`` of one arm's runs, read from disk; a damaged
+    run counts as missing and is listed with why."""
+    accs, failed, walls, missing, damaged = [], [], [], [], []
     for s in seeds_for(arm, seeds):
         d = run_dir(out, arm, s)
-        state, metrics = run_state(d, protocol.train_config(ARMS[arm], s, d).training_dict())
-        if state == "finished":
-            accs.append(metrics[-1]["test_acc"])
-            walls.append(wall_seconds(d, metrics))
-        elif state == "failed":
+        found = inspect_run(d, protocol.train_config(ARMS[arm], s, d).training_dict())
+        if found.state == "finished":
+            accs.append(found.metrics[-1]["test_acc"])
+            walls.append(wall_seconds(d, found.metrics))
+        elif found.state == "failed":
             failed.append({"seed": s, "error": failed_error(d)})
         else:
             missing.append(s)
-    return accs, failed, walls, missing
+            if found.state == "damaged":
+                damaged.append({"seed": s, "why": found.why})
+    return accs, failed, walls, missing, damaged
 
 
 def noise(finals: dict) -> dict:
@@ -64,12 +68,13 @@ def aggregate(names: str, out, protocol: Protocol, seeds: int) -> dict:
     families = noise(finals)
     compared = [arm for arm, *_ in rows if arm != ARMS[arm].reference]
     table = []
-    for arm, accs, failed, walls, missing in rows:
+    for arm, accs, failed, walls, missing, damaged in rows:
         a = ARMS[arm]
         entry = {"arm": arm, "label": a.label, "network": a.network, **model_facts(a, protocol),
                  "seeds": [s for s in seeds_for(arm, seeds) if s not in missing
                            and s not in [f["seed"] for f in failed]],
                  "test_acc": accs, **arm_stats(accs), "failed": failed, "missing": missing,
+                 **({"damaged": damaged} if damaged else {}),
                  "wall_seconds": sum(walls) if walls else None,
                  "paper_top1_error": a.paper, "paper_note": a.paper_note}
         own = families[a.network]
@@ -103,6 +108,8 @@ def _row(a: dict) -> str:
            f"{_pct(a['mean'])}" + (f" ± {_pct(a['sd'])}" if a["sd"] is not None else " (1 seed)"))
     if a["failed"]:
         acc += f" ({len(a['failed'])} failed)"
+    if a.get("damaged"):
+        acc += f" ({len(a['damaged'])} damaged, not counted)"
     v = a["vs_reference"]
     if v is None:
         cells = ["(reference)", "", "", "", ""]
@@ -262,10 +269,18 @@ def write_report(results: dict, out, names: str, log=print) -> None:
 
 
 def report(names: str, out, log=print) -> dict:
-    """``npse study NAME --report OUT``: redraw the table and plot from the files in OUT."""
+    """``npse study NAME --report OUT``: redraw the table and plot from the files in OUT.
+
+    The table is the folder's whole one, every study its study.json lists, whichever study
+    ``names`` is (it is only checked to be one): a report of one study would otherwise
+    replace the table of the others."""
     protocol, _ = read_protocol(out)
-    study_arms(names)
-    seeds = seeds_on_disk(Path(out), names)
-    results = aggregate(names, out, protocol, seeds)
-    write_report(results, out, names, log=log)
+    protocol.validate()
+    table = folder_studies(out, names)
+    seeds = seeds_on_disk(Path(out), table)
+    results = aggregate(table, out, protocol, seeds)
+    for arm in results["arms"]:
+        for bad in arm.get("damaged", []):
+            log(f"not counted: {arm['arm']} seed {bad['seed']}: damaged: {bad['why']}")
+    write_report(results, out, table, log=log)
     return results
