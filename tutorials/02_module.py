@@ -1,10 +1,16 @@
-"""Tutorial 2: the Module contract and gradient checking (chapter: docs/02-module.md).
+# %% [markdown]
+# # Tutorial 2: the Module contract and gradient checking
+#
+# The companion of [chapter 2](../docs/02-module.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Shows: forward keeps a cache, backward returns dL/dx and *adds* dL/dparam into param.grad,
+# parameter and state_dict names as in PyTorch, no_grad, train/eval, and gradcheck.
+#
+# Run it as a script, `python tutorials/02_module.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Shows: forward keeps a cache, backward returns dL/dx and *adds* dL/dparam into param.grad,
-parameter and state_dict names as in PyTorch, no_grad, train/eval, and gradcheck.
-
-Run:  python tutorials/02_module.py
-"""
+# %%
 import numpy as np
 
 from npse import nn
@@ -12,7 +18,13 @@ from npse.gradcheck import gradcheck
 
 rng = np.random.default_rng(0)
 
-# --- 1. A small network, built like a torch.nn one ------------------------------------------------
+
+# %% [markdown]
+# ## 1. A small network, built like a torch.nn one
+#
+# Explained in [chapter 2](../docs/02-module.md).
+
+# %%
 net = nn.Sequential(
     nn.Conv2d(3, 4, 3, padding=1, dtype="float64", rng=1),
     nn.BatchNorm2d(4, dtype="float64"),
@@ -30,7 +42,13 @@ assert [n for n, _ in net.named_parameters()] == ["0.weight", "0.bias", "1.weigh
                                                   "4.weight", "4.bias"]
 assert "1.running_mean" in net.state_dict() and "1.num_batches_tracked" in net.state_dict()
 
-# --- 2. forward, then backward ---------------------------------------------------------------------
+
+# %% [markdown]
+# ## 2. forward, then backward
+#
+# Explained in [chapter 2](../docs/02-module.md).
+
+# %%
 x = rng.standard_normal((2, 3, 5, 5))
 y = net(x)                               # every child keeps the cache its backward needs
 dy = rng.standard_normal(y.shape)        # an upstream gradient dL/dy
@@ -40,9 +58,16 @@ print("\nx", x.shape, "-> y", y.shape, "| dx", dx.shape)
 print("dy unchanged by backward:", np.array_equal(dy, dy_before))
 assert y.shape == (2, 2) and dx.shape == x.shape and np.array_equal(dy, dy_before)
 
-# --- 3. Gradients accumulate -------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 3. Gradients accumulate
+#
 # backward *adds* into .grad (a layer used twice, or a gradient split over micro-batches, needs
 # this); the optimiser's caller zeroes them between steps.
+#
+# Explained in [chapter 2](../docs/02-module.md).
+
+# %%
 g1 = net[4].weight.grad.copy()
 net(x)
 net.backward(dy)
@@ -52,7 +77,13 @@ net.zero_grad()
 print("after zero_grad, |grad| =", float(np.abs(net[4].weight.grad).sum()))
 assert not np.abs(net[4].weight.grad).any()
 
-# --- 4. The cache is used once --------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 4. The cache is used once
+#
+# Explained in [chapter 2](../docs/02-module.md).
+
+# %%
 try:
     net.backward(dy)                      # the caches were consumed by the backward above
 except RuntimeError as e:
@@ -69,8 +100,15 @@ except RuntimeError as e:
 else:
     raise AssertionError("backward after a no_grad forward must be refused")
 
-# --- 5. train() / eval() ---------------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 5. train() / eval()
+#
 # Only BatchNorm behaves differently: batch statistics in training, running estimates in eval.
+#
+# Explained in [chapter 2](../docs/02-module.md).
+
+# %%
 bn = net[1]
 before = bn.running_mean.copy()
 net(x)                                    # training mode: running statistics move
@@ -83,7 +121,13 @@ print("eval forward left it alone:        ", np.array_equal(before, bn.running_m
 assert np.array_equal(before, bn.running_mean)
 net.train()
 
-# --- 6. Writing a module of your own -----------------------------------------------------------------
+
+# %% [markdown]
+# ## 6. Writing a module of your own
+#
+# Explained in [chapter 2](../docs/02-module.md).
+
+# %%
 class Scale(nn.Module):
     """y = x * alpha, one learnable scalar; a minimal example of the contract."""
 
@@ -108,8 +152,15 @@ scale_check = gradcheck(s, rng.standard_normal((3, 4)))
 print("gradcheck of Scale:", scale_check.errors)
 assert scale_check.max_error <= 1e-6
 
-# --- 7. Gradient checking ----------------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 7. Gradient checking
+#
 # L = sum(f(x) * dy) for a random dy; compare backward with central differences in float64.
+#
+# Explained in [chapter 2](../docs/02-module.md).
+
+# %%
 x = rng.standard_normal((2, 3, 5, 5))
 result = gradcheck(net, x, seed=3)
 print("\ngradcheck of the whole network (relative errors):")

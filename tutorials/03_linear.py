@@ -1,7 +1,13 @@
-"""Tutorial 3: the fully-connected layer (chapter: docs/03-linear.md).
+# %% [markdown]
+# # Tutorial 3: the fully-connected layer
+#
+# The companion of [chapter 3](../docs/03-linear.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Run it as a script, `python tutorials/03_linear.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Run:  python tutorials/03_linear.py
-"""
+# %%
 import numpy as np
 
 from npse import nn
@@ -9,7 +15,13 @@ from npse.gradcheck import gradcheck, numerical_gradient, relative_error
 
 rng = np.random.default_rng(0)
 
-# --- 1. Forward: y = x @ W^T + b, weight stored as (out, in) like torch.nn.Linear ------------------------
+
+# %% [markdown]
+# ## 1. Forward: y = x @ W^T + b, weight stored as (out, in) like torch.nn.Linear
+#
+# Explained in [chapter 3](../docs/03-linear.md).
+
+# %%
 fc = nn.Linear(4, 3, dtype="float64", rng=0)
 print(fc, "| weight", fc.weight.shape, "bias", fc.bias.shape)
 bound = 1 / np.sqrt(4)
@@ -22,8 +34,15 @@ assert fc.weight.shape == (3, 4) and fc.bias.shape == (3,)
 assert np.abs(fc.weight.data).max() <= bound and np.abs(fc.bias.data).max() <= bound
 assert y.shape == (5, 3) and np.allclose(y, x @ fc.weight.data.T + fc.bias.data)
 
-# --- 2. Backward by hand, against numerical derivatives ---------------------------------------------------
+
+# %% [markdown]
+# ## 2. Backward by hand, against numerical derivatives
+#
 # With L = sum(y * dy):  dx = dy @ W,  dW = dy^T @ x,  db = dy summed over the batch.
+#
+# Explained in [chapter 3](../docs/03-linear.md).
+
+# %%
 dy = rng.standard_normal(y.shape)
 y, cache = nn.linear_forward(x, fc.weight.data, fc.bias.data)
 dx, dW, db = nn.linear_backward(dy, cache)
@@ -36,14 +55,26 @@ for name, analytic, t in (("dx", dx, x), ("dW", dW, W), ("db", db, b)):
     print(f"{name}: relative error vs central differences = {error:.1e}")
     assert analytic.shape == t.shape and error <= 1e-6
 
-# --- 3. The module adds into .grad -----------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 3. The module adds into .grad
+#
+# Explained in [chapter 3](../docs/03-linear.md).
+
+# %%
 fc.zero_grad()
 fc(x)
 fc.backward(dy)
 print("\nfc.weight.grad equals dy.T @ x:", np.allclose(fc.weight.grad, dy.T @ x))
 assert np.allclose(fc.weight.grad, dy.T @ x) and np.allclose(fc.bias.grad, dy.sum(0))
 
-# --- 4. gradcheck, with and without a bias, and behind a Flatten ---------------------------------------------
+
+# %% [markdown]
+# ## 4. gradcheck, with and without a bias, and behind a Flatten
+#
+# Explained in [chapter 3](../docs/03-linear.md).
+
+# %%
 for bias in (True, False):
     r = gradcheck(nn.Linear(6, 2, bias=bias, dtype="float64", rng=1), rng.standard_normal((3, 6)), seed=1)
     print(f"gradcheck Linear(6, 2, bias={bias}):", {k: f"{v:.1e}" for k, v in r.errors.items()})

@@ -1,13 +1,25 @@
-"""Tutorial 4: ReLU, Sigmoid, Tanh (chapter: docs/04-activations.md).
+# %% [markdown]
+# # Tutorial 4: ReLU, Sigmoid, Tanh
+#
+# The companion of [chapter 4](../docs/04-activations.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Run it as a script, `python tutorials/04_activations.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Run:  python tutorials/04_activations.py
-"""
+# %%
 import numpy as np
 
 from npse import nn
 from npse.gradcheck import gradcheck
 
-# --- 1. The three functions and the cache each keeps --------------------------------------------------
+
+# %% [markdown]
+# ## 1. The three functions and the cache each keeps
+#
+# Explained in [chapter 4](../docs/04-activations.md).
+
+# %%
 x = np.array([-3.0, -0.5, 0.0, 0.5, 3.0])
 y, mask = nn.relu_forward(x)
 print("x          ", x)
@@ -27,7 +39,13 @@ assert np.array_equal(mask, x > 0) and np.array_equal(nn.relu_backward(dy, mask)
 assert np.allclose(nn.sigmoid_backward(dy, nn.sigmoid_forward(x)[1]), s * (1 - s))
 assert np.allclose(nn.tanh_backward(dy, nn.tanh_forward(x)[1]), 1 - np.tanh(x) ** 2)
 
-# --- 2. A sigmoid that cannot overflow --------------------------------------------------------------------
+
+# %% [markdown]
+# ## 2. A sigmoid that cannot overflow
+#
+# Explained in [chapter 4](../docs/04-activations.md).
+
+# %%
 big = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0], dtype=np.float32)
 try:
     with np.errstate(over="raise"):
@@ -43,9 +61,16 @@ assert np.array_equal(stable, np.array([0, 0, 0.5, 1, 1], np.float32))
 # The price: far in the negative tail the result rounds to exactly 0 (sigmoid(-50) is 1.9e-22).
 # The absolute error is below the dtype's epsilon, which is all a gate or a probability needs.
 
-# --- 3. backward never writes into dy ---------------------------------------------------------------------
+
+# %% [markdown]
+# ## 3. backward never writes into dy
+#
 # In a residual block the same dy also flows down the shortcut; an in-place `dy *= mask` inside
 # ReLU.backward would silently corrupt the shortcut's gradient.
+#
+# Explained in [chapter 4](../docs/04-activations.md).
+
+# %%
 relu = nn.ReLU(dtype="float64")
 x = np.array([[-1.0, 2.0, -3.0, 4.0]])
 relu(x)
@@ -54,7 +79,13 @@ dx = relu.backward(dy)
 print("\nReLU backward: dx =", dx, "| dy afterwards =", dy, "(unchanged)")
 assert np.array_equal(dx, [[0, 1, 0, 1]]) and np.array_equal(dy, np.ones_like(x))
 
-# --- 4. gradcheck away from the kink, and at it --------------------------------------------------------------
+
+# %% [markdown]
+# ## 4. gradcheck away from the kink, and at it
+#
+# Explained in [chapter 4](../docs/04-activations.md).
+
+# %%
 rng = np.random.default_rng(0)
 v = rng.standard_normal((3, 4, 5))
 x = np.sign(v) * (0.05 + np.abs(v)) * 3            # |x| >= 0.15: no ReLU kink within reach of h

@@ -1,7 +1,13 @@
-"""Tutorial 6: im2col, col2im and Conv2d (chapter: docs/06-conv2d.md).
+# %% [markdown]
+# # Tutorial 6: im2col, col2im and Conv2d
+#
+# The companion of [chapter 6](../docs/06-conv2d.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Run it as a script, `python tutorials/06_conv2d.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Run:  python tutorials/06_conv2d.py
-"""
+# %%
 import numpy as np
 
 from npse import nn
@@ -10,8 +16,15 @@ from npse.nn import col2im, im2col
 
 np.set_printoptions(linewidth=110)
 
-# --- 1. im2col on a tiny input --------------------------------------------------------------------
+
+# %% [markdown]
+# ## 1. im2col on a tiny input
+#
 # One image, one channel, 3x4 pixels numbered 0..11; a 2x2 kernel with stride 1 and no padding.
+#
+# Explained in [chapter 6](../docs/06-conv2d.md).
+
+# %%
 x = np.arange(12, dtype=np.float64).reshape(1, 1, 3, 4)
 print("x[0, 0] =\n", x[0, 0])
 cols = im2col(x, (2, 2), (1, 1), (0, 0))
@@ -34,7 +47,13 @@ for h, k, s, p in [(32, 3, 1, 1), (32, 3, 2, 1), (7, 3, 2, 0), (8, 1, 2, 0)]:
           f"  (im2col gave {int(oh)})")
     assert int(oh) == (h + 2*p - k)//s + 1
 
-# --- 2. The convolution is one matrix product -----------------------------------------------------------
+
+# %% [markdown]
+# ## 2. The convolution is one matrix product
+#
+# Explained in [chapter 6](../docs/06-conv2d.md).
+
+# %%
 rng = np.random.default_rng(0)
 x = rng.standard_normal((2, 3, 7, 6))
 conv = nn.Conv2d(3, 4, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dtype="float64", rng=0)
@@ -53,7 +72,13 @@ for n in range(2):
 print("\nConv2d output", y.shape, "| max |im2col result - loop result| =", f"{np.abs(y - ref).max():.1e}")
 assert y.shape == (2, 4, 4, 5) and np.abs(y - ref).max() < 1e-12
 
-# --- 3. col2im is the adjoint of im2col, not its inverse --------------------------------------------------
+
+# %% [markdown]
+# ## 3. col2im is the adjoint of im2col, not its inverse
+#
+# Explained in [chapter 6](../docs/06-conv2d.md).
+
+# %%
 x = rng.standard_normal((1, 1, 4, 4))
 c = rng.standard_normal(im2col(x, (3, 3)).shape)
 lhs = (im2col(x, (3, 3)) * c).sum()
@@ -68,7 +93,13 @@ assert np.array_equal(counts[0, 0], np.outer([1, 2, 2, 1], [1, 2, 2, 1]))
 # (Faster orders of the same products, one per image, patch rows of a channels-last input, kernel
 # rows, are the speed chapter's: tutorials/B_speed.py.)
 
-# --- 4. Gradient check ----------------------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 4. Gradient check
+#
+# Explained in [chapter 6](../docs/06-conv2d.md).
+
+# %%
 x = rng.standard_normal((2, 3, 6, 5))
 conv = nn.Conv2d(3, 2, 3, stride=2, padding=1, dtype="float64", rng=1)
 result = gradcheck(conv, x, seed=1)
@@ -76,11 +107,19 @@ print("\ngradcheck relative errors:", {k: f"{v:.1e}" for k, v in result.errors.i
 print("all <= 1e-6:", result.max_error <= 1e-6)
 assert result.max_error <= 1e-6 and not result.crossed_kink
 
-# --- 5. A bias before BatchNorm: a gradient that is exactly zero ----------------------------------------------
+
+# %% [markdown]
+# ## 5. A bias before BatchNorm: a gradient that is exactly zero
+#
 # BatchNorm in training mode (chapter 8) subtracts each channel's mean, so a per-channel constant
-# -- a convolution bias -- never reaches the loss. The bias's exact gradient is 0; backward returns
-# rounding residue, and its relative error is tiny (relative_error's fallback to the absolute
-# error) or about 1 (against rounding noise), depending on the rounding. Neither means anything.
+# -- a convolution bias -- never reaches the loss. The bias's exact gradient is 0; backward
+# returns rounding residue, and its relative error is tiny (relative_error's fallback to the
+# absolute error) or about 1 (against rounding noise), depending on the rounding. Neither means
+# anything.
+#
+# Explained in [chapter 6](../docs/06-conv2d.md).
+
+# %%
 pair = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=True, dtype="float64", rng=1),
                      nn.BatchNorm2d(4, dtype="float64"), dtype="float64")
 x = rng.standard_normal((2, 3, 5, 5))

@@ -1,13 +1,25 @@
-"""Tutorial 7: max, average and global pooling (chapter: docs/07-pooling.md).
+# %% [markdown]
+# # Tutorial 7: max, average and global pooling
+#
+# The companion of [chapter 7](../docs/07-pooling.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Run it as a script, `python tutorials/07_pooling.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Run:  python tutorials/07_pooling.py
-"""
+# %%
 import numpy as np
 
 from npse import nn
 from npse.gradcheck import gradcheck
 
-# --- 1. Max pooling and where its gradient goes --------------------------------------------------------
+
+# %% [markdown]
+# ## 1. Max pooling and where its gradient goes
+#
+# Explained in [chapter 7](../docs/07-pooling.md).
+
+# %%
 x = np.array([[[[1., 1., 0., 2.],
                 [1., 1., 2., 0.],
                 [3., 0., 5., 5.],
@@ -37,12 +49,24 @@ padded = nn.MaxPool2d(2, 1, 1, dtype="float64")(x)
 print("MaxPool2d(2, stride=1, padding=1) of an all -1 image:\n", padded[0, 0])
 assert np.array_equal(padded, -np.ones((1, 1, 3, 3)))
 
-# --- 2. Average pooling counts the padding ---------------------------------------------------------------
+
+# %% [markdown]
+# ## 2. Average pooling counts the padding
+#
+# Explained in [chapter 7](../docs/07-pooling.md).
+
+# %%
 y = nn.AvgPool2d(3, stride=1, padding=1, dtype="float64")(np.ones((1, 1, 3, 3)))
 print("\nAvgPool2d(3, 1, 1) of ones (padding counted in the divisor 9, as PyTorch's default):\n", y[0, 0])
 assert np.allclose(y[0, 0], np.outer([2, 3, 2], [2, 3, 2]) / 9)
 
-# --- 3. Global pooling: the SE block's squeeze ----------------------------------------------------------
+
+# %% [markdown]
+# ## 3. Global pooling: the SE block's squeeze
+#
+# Explained in [chapter 7](../docs/07-pooling.md).
+
+# %%
 rng = np.random.default_rng(0)
 x = rng.standard_normal((2, 3, 4, 4))
 gap, gmp = nn.GlobalAvgPool2d(dtype="float64"), nn.GlobalMaxPool2d(dtype="float64")
@@ -53,10 +77,17 @@ print("GlobalAvgPool2d backward spreads dz / (H*W) = 1/16 over every pixel:", np
 assert np.allclose(gap(x), x.mean((2, 3))) and np.array_equal(gmp(x), x.max((2, 3)))
 assert np.array_equal(np.unique(d), [1 / 16])
 
-# --- 4. Gradient checks -----------------------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 4. Gradient checks
+#
 # Max pooling is only differentiable where no window has a tie, so the input is a permutation of
 # evenly spaced values: all distinct, at least 1/size apart, far more than the step h = 1e-5
 # (gradcheck's default).
+#
+# Explained in [chapter 7](../docs/07-pooling.md).
+
+# %%
 shape = (2, 2, 7, 6)
 x = (rng.permutation(np.prod(shape)) / np.prod(shape) * 4 - 2).reshape(shape)
 for layer in (nn.MaxPool2d(3, stride=2, padding=1, dtype="float64"),

@@ -1,7 +1,13 @@
-"""Tutorial 8: batch normalisation (chapter: docs/08-batchnorm2d.md).
+# %% [markdown]
+# # Tutorial 8: batch normalisation
+#
+# The companion of [chapter 8](../docs/08-batchnorm2d.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Run it as a script, `python tutorials/08_batchnorm2d.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Run:  python tutorials/08_batchnorm2d.py
-"""
+# %%
 import numpy as np
 
 from npse import nn
@@ -12,7 +18,13 @@ x = 3.0 + 2.0 * rng.standard_normal((4, 3, 5, 5))     # mean ~3, std ~2 in every
 N, C, H, W = x.shape
 M = N * H * W                                          # values per channel
 
-# --- 1. Training mode: normalise with the batch's own statistics -------------------------------------
+
+# %% [markdown]
+# ## 1. Training mode: normalise with the batch's own statistics
+#
+# Explained in [chapter 8](../docs/08-batchnorm2d.md).
+
+# %%
 bn = nn.BatchNorm2d(C, dtype="float64")
 y = bn(x)
 print("per-channel mean of y:", np.abs(y.mean(axis=(0, 2, 3))).round(12))
@@ -20,7 +32,13 @@ print("per-channel (biased) variance of y:", np.round(y.var(axis=(0, 2, 3)), 6),
 assert np.abs(y.mean(axis=(0, 2, 3))).max() < 1e-12
 assert np.all(y.var(axis=(0, 2, 3)) < 1) and np.allclose(y.var(axis=(0, 2, 3)), 1, atol=1e-5)
 
-# --- 2. Running statistics: biased variance to normalise, unbiased one to remember -------------------------
+
+# %% [markdown]
+# ## 2. Running statistics: biased variance to normalise, unbiased one to remember
+#
+# Explained in [chapter 8](../docs/08-batchnorm2d.md).
+
+# %%
 mu = x.mean(axis=(0, 2, 3))
 var_biased = x.var(axis=(0, 2, 3))                    # divides by M
 var_unbiased = x.var(axis=(0, 2, 3), ddof=1)          # divides by M - 1
@@ -31,7 +49,13 @@ print("num_batches_tracked:", int(bn.num_batches_tracked))
 assert np.allclose(bn.running_mean, 0.1 * mu) and np.allclose(bn.running_var, 0.9 + 0.1 * var_unbiased)
 assert not np.allclose(bn.running_var, 0.9 + 0.1 * var_biased) and int(bn.num_batches_tracked) == 1
 
-# --- 3. Evaluation mode: a fixed affine map -------------------------------------------------------------------
+
+# %% [markdown]
+# ## 3. Evaluation mode: a fixed affine map
+#
+# Explained in [chapter 8](../docs/08-batchnorm2d.md).
+
+# %%
 bn.eval()
 y_eval = bn(x)
 expected = (x - bn.running_mean[None, :, None, None]) / np.sqrt(bn.running_var[None, :, None, None] + bn.eps)
@@ -43,9 +67,16 @@ print("eval backward is dy * gamma / sqrt(running_var + eps):",
 assert np.allclose(y_eval, expected) and np.allclose(dx, dy / np.sqrt(bn.running_var[None, :, None, None] + bn.eps))
 bn.train()
 
-# --- 4. Training-mode backward: the batch statistics depend on x too -------------------------------------------
-# dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat)), means per channel.
-# The two subtracted terms are the gradient through mu and var; forgetting them is the classic bug.
+
+# %% [markdown]
+# ## 4. Training-mode backward: the batch statistics depend on x too
+#
+# dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat)), means per channel. The
+# two subtracted terms are the gradient through mu and var; forgetting them is the classic bug.
+#
+# Explained in [chapter 8](../docs/08-batchnorm2d.md).
+
+# %%
 bn = nn.BatchNorm2d(C, dtype="float64")
 bn.weight.data[:] = [0.5, 1.0, 2.0]
 bn.bias.data[:] = [0.0, 1.0, -1.0]
@@ -59,11 +90,18 @@ print("running statistics untouched by the many forward passes of gradcheck:",
       int(bn.num_batches_tracked))
 assert np.allclose(bn.running_mean, 0) and np.allclose(bn.running_var, 1) and int(bn.num_batches_tracked) == 0
 
-# --- 5. A trap when checking BatchNorm: an upstream gradient that looks like x ----------------------------------
-# The training-mode dx removes from dy, per channel, its constant part and its part along xhat.
-# If dy is itself an affine function of x per channel -- e.g. drawn by the same seeded generator
-# that drew x, so dy == x -- the exact dx is almost zero (exactly zero if eps were 0; eps leaves a
+
+# %% [markdown]
+# ## 5. A trap when checking BatchNorm: an upstream gradient that looks like x
+#
+# The training-mode dx removes from dy, per channel, its constant part and its part along xhat. If
+# dy is itself an affine function of x per channel -- e.g. drawn by the same seeded generator that
+# drew x, so dy == x -- the exact dx is almost zero (exactly zero if eps were 0; eps leaves a
 # residue of order eps / var), and a *relative* error against an almost-zero gradient is noise.
+#
+# Explained in [chapter 8](../docs/08-batchnorm2d.md).
+
+# %%
 bn = nn.BatchNorm2d(C, dtype="float64")
 x0 = np.random.default_rng(7).standard_normal((2, C, 3, 3))
 r = gradcheck(bn, x0, seed=7)                          # gradcheck draws dy from default_rng(7) too
@@ -78,10 +116,18 @@ print("with a different seed for dy:", f"{clean:.1e}")
 assert np.abs(dx).max() < 1e-3 and 1e-12 <= clean <= 1e-9
 assert 1e-6 < r.errors["input"] < 1e-3 and r.errors["input"] > 1e4 * clean
 
-# --- 6. The trap made certain: dy constant in each channel -------------------------------------------------------
+
+# %% [markdown]
+# ## 6. The trap made certain: dy constant in each channel
+#
 # Then dL/dx and dL/dweight are exactly 0 (the backward pass removes each channel's constant part
 # and its part along xhat), the numerical gradient is rounding noise, and the relative error is
-# about 1 -- a "failure" with nothing wrong. The bias gradient, sum(dy), is not zero and checks fine.
+# about 1 -- a "failure" with nothing wrong. The bias gradient, sum(dy), is not zero and checks
+# fine.
+#
+# Explained in [chapter 8](../docs/08-batchnorm2d.md).
+
+# %%
 bn = nn.BatchNorm2d(3, dtype="float64")
 x_bn = np.random.default_rng(3).standard_normal((4, 3, 5, 5))
 dy_bn = np.ones((4, 3, 5, 5)) * np.array([1.0, -2.0, 0.5]).reshape(1, 3, 1, 1)

@@ -1,7 +1,13 @@
-"""Tutorial 9: the Squeeze-and-Excitation block (chapter: docs/09-se-block.md).
+# %% [markdown]
+# # Tutorial 9: the Squeeze-and-Excitation block
+#
+# The companion of [chapter 9](../docs/09-se-block.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Run it as a script, `python tutorials/09_se_block.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Run:  python tutorials/09_se_block.py
-"""
+# %%
 import numpy as np
 
 from npse import nn
@@ -9,7 +15,13 @@ from npse.gradcheck import gradcheck, numerical_gradient, relative_error
 
 rng = np.random.default_rng(0)
 
-# --- 1. Shapes: squeeze, excitation, scale ----------------------------------------------------------------
+
+# %% [markdown]
+# ## 1. Shapes: squeeze, excitation, scale
+#
+# Explained in [chapter 9](../docs/09-se-block.md).
+
+# %%
 se = nn.SEBlock(16, reduction=4, dtype="float64", rng=0)
 print(se)
 print("hidden width h = max(1, C // reduction) = max(1, 16 // 4) =", se.hidden)
@@ -27,7 +39,13 @@ print("y is x with each channel scaled by its gate:", np.allclose(y, x * s[:, :,
 assert s.shape == (2, 16) and y.shape == x.shape and np.all((s > 0) & (s < 1))
 assert np.allclose(y, x * s[:, :, None, None])
 
-# --- 2. The same block, written out with the layer functions ----------------------------------------------
+
+# %% [markdown]
+# ## 2. The same block, written out with the layer functions
+#
+# Explained in [chapter 9](../docs/09-se-block.md).
+
+# %%
 z = x.mean(axis=(2, 3))                                               # squeeze      (N, C)
 a = z @ se.fc1.weight.data.T + se.fc1.bias.data                       # fc1          (N, h)
 r = np.maximum(a, 0)                                                  # ReLU         (N, h)
@@ -35,7 +53,13 @@ u = r @ se.fc2.weight.data.T + se.fc2.bias.data                       # fc2     
 print("gate recomputed by hand matches .gate:", np.allclose(1 / (1 + np.exp(-u)), s))
 assert np.allclose(1 / (1 + np.exp(-u)), s)
 
-# --- 3. Gradient checks for every squeeze / gate combination of the paper's ablations -----------------------
+
+# %% [markdown]
+# ## 3. Gradient checks for every squeeze / gate combination of the paper's ablations
+#
+# Explained in [chapter 9](../docs/09-se-block.md).
+
+# %%
 x = rng.standard_normal((2, 8, 4, 5))
 for squeeze in ("avg", "max"):
     for gate in ("sigmoid", "tanh", "relu"):
@@ -45,9 +69,16 @@ for squeeze in ("avg", "max"):
               f"{result.max_error:.1e}, crossed a kink: {result.crossed_kink}")
         assert result.max_error <= 1e-6 and not result.crossed_kink
 
-# --- 4. The gradient through the squeeze ---------------------------------------------------------------------
+
+# %% [markdown]
+# ## 4. The gradient through the squeeze
+#
 # x reaches y along two paths: directly (y = x * s) and through z -> s. Keeping only the first
 # gives dx = dy * s -- a plausible-looking but wrong gradient.
+#
+# Explained in [chapter 9](../docs/09-se-block.md).
+
+# %%
 blk = nn.SEBlock(8, reduction=2, dtype="float64", rng=1)
 dy = rng.standard_normal(x.shape)
 blk(x)
@@ -65,7 +96,13 @@ assert 1e-2 <= relative_error(dx_direct_only, numeric) <= 1e-1
 # The missing term is pool_backward(dz) = dz / (H*W) on every pixel: small per pixel for large
 # maps, which is why the bug survives eyeballing -- but a gradient check at 1e-6 catches it at once.
 
-# --- 5. Zero fc2 weights: the block starts as a constant rescaling --------------------------------------------------
+
+# %% [markdown]
+# ## 5. Zero fc2 weights: the block starts as a constant rescaling
+#
+# Explained in [chapter 9](../docs/09-se-block.md).
+
+# %%
 blk = nn.SEBlock(8, reduction=2, dtype="float64", rng=1)
 blk.fc2.weight.data[...] = 0
 blk.fc2.bias.data[...] = 0
@@ -78,9 +115,16 @@ print("but fc2 does, so training can move away from it: |fc2.weight.grad| =",
 assert np.array_equal(np.unique(blk.gate), [0.5]) and np.allclose(y, x / 2)
 assert not blk.fc1.weight.grad.any() and np.abs(blk.fc2.weight.grad).max() > 0
 
-# --- 6. Reading the excitations: .gate for analysis ---------------------------------------------------------------
+
+# %% [markdown]
+# ## 6. Reading the excitations: .gate for analysis
+#
 # Two kinds of inputs: energy in channels 0-3 or in channels 4-7. Average the gates per kind, as
 # the paper does per class and per stage to see how channel importance depends on the input.
+#
+# Explained in [chapter 9](../docs/09-se-block.md).
+
+# %%
 blk = nn.SEBlock(8, reduction=2, dtype="float64", rng=3)
 kind_a = rng.standard_normal((16, 8, 4, 4)) + np.r_[np.full(4, 2.0), np.zeros(4)][None, :, None, None]
 kind_b = rng.standard_normal((16, 8, 4, 4)) + np.r_[np.zeros(4), np.full(4, 2.0)][None, :, None, None]

@@ -1,14 +1,26 @@
-"""Tutorial 10: the CIFAR SE-ResNet (chapter: docs/10-se-resnet.md).
+# %% [markdown]
+# # Tutorial 10: the CIFAR SE-ResNet
+#
+# The companion of [chapter 10](../docs/10-se-resnet.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Run it as a script, `python tutorials/10_se_resnet.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Run:  python tutorials/10_se_resnet.py
-"""
+# %%
 import numpy as np
 
 from npse import models
 from npse.gradcheck import gradcheck
 from npse.models import SE_VARIANTS, cifar_resnet, count_parameters
 
-# --- 1. SE-ResNet-20: the summary table ---------------------------------------------------------------------
+
+# %% [markdown]
+# ## 1. SE-ResNet-20: the summary table
+#
+# Explained in [chapter 10](../docs/10-se-resnet.md).
+
+# %%
 net = models.se_resnet20()
 table = models.summary(net).splitlines()
 print("summary(se_resnet20()), header and last block of stage 3:")
@@ -17,7 +29,13 @@ print("  ...")
 print("\n".join(table[-14:]))
 assert table[-1].split()[:3] == ["total", "parameters:", "272,095"] and "40,553,056" in table[-1]
 
-# --- 2. Parameter counts: the plain network, shortcut B, and the SE variants -----------------------------------
+
+# %% [markdown]
+# ## 2. Parameter counts: the plain network, shortcut B, and the SE variants
+#
+# Explained in [chapter 10](../docs/10-se-resnet.md).
+
+# %%
 plain = count_parameters(models.resnet20())
 print(f"\nResNet-20, shortcut A: {plain:,} parameters")
 print(f"ResNet-20, shortcut B: {count_parameters(models.resnet20(shortcut='B')):,} parameters "
@@ -40,7 +58,13 @@ print("ResNet-29 with Bottlenecks: SE standard adds "
       f"{bottleneck['standard'] - bottleneck[None]:,}, SE 3x3 adds {bottleneck['3x3'] - bottleneck[None]:,}")
 assert (bottleneck["standard"] - bottleneck[None], bottleneck["3x3"] - bottleneck[None]) == (33_684, 2_373)
 
-# --- 3. One forward and backward pass of a tiny network ----------------------------------------------------------
+
+# %% [markdown]
+# ## 3. One forward and backward pass of a tiny network
+#
+# Explained in [chapter 10](../docs/10-se-resnet.md).
+
+# %%
 tiny = cifar_resnet(depth=8, widths=(4, 8, 8), se="standard", se_reduction=2, seed=0)
 print("\n", tiny.layer2, sep="")
 rng = np.random.default_rng(0)
@@ -64,7 +88,13 @@ print("\nShortcutA", sc.extra_repr(), ": output", y.shape, "; channels that are 
       [c for c in range(8) if not y[:, c].any()])
 assert y.shape == (4, 8, 8, 8) and [c for c in range(8) if not y[:, c].any()] == [0, 1, 6, 7]
 
-# --- 4. Gradient check of a tiny SE-ResNet (float64, random directions) -----------------------------------------
+
+# %% [markdown]
+# ## 4. Gradient check of a tiny SE-ResNet (float64, random directions)
+#
+# Explained in [chapter 10](../docs/10-se-resnet.md).
+
+# %%
 x64 = rng.standard_normal((2, 3, 8, 8))
 for se, shortcut in [("standard", "A"), ("pre", "B"), ("post", "A"), ("identity", "B")]:
     model = cifar_resnet(depth=8, widths=(4, 8, 8), se=se, shortcut=shortcut, se_reduction=2,

@@ -1,10 +1,16 @@
-"""Tutorial 11: training, evaluating and resuming (chapter: docs/11-training.md).
+# %% [markdown]
+# # Tutorial 11: training, evaluating and resuming
+#
+# The companion of [chapter 11](../docs/11-training.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Everything happens on a small synthetic data set written in the official CIFAR-10 binary layout
+# into a temporary directory, so no download is needed and the script takes well under a minute.
+#
+# Run it as a script, `python tutorials/11_training.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Everything happens on a small synthetic data set written in the official CIFAR-10 binary layout
-into a temporary directory, so no download is needed and the script takes well under a minute.
-
-Run:  python tutorials/11_training.py
-"""
+# %%
 import json
 import shutil
 import tempfile
@@ -21,8 +27,15 @@ from npse.train import TrainConfig, evaluate, read_checkpoint_meta, resume_confi
 work = Path(tempfile.mkdtemp(prefix="npse-tutorial-11-"))
 data_dir = work / "data"
 
-# --- 1. A synthetic CIFAR-10 in the official binary layout ------------------------------------------------------
+
+# %% [markdown]
+# ## 1. A synthetic CIFAR-10 in the official binary layout
+#
 # Class k: a colour of its own and stripes of its own direction and period, plus noise.
+#
+# Explained in [chapter 11](../docs/11-training.md).
+
+# %%
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [220, 220, 40], [200, 40, 200],
                     [40, 200, 200], [240, 140, 30], [120, 60, 20], [230, 230, 230], [90, 90, 90]])
 NAMES = ["red-h2", "green-v2", "blue-h4", "yellow-v4", "magenta-d2", "cyan-d4", "orange-h8",
@@ -58,7 +71,13 @@ print("wrote", sorted(p.name for p in folder.iterdir()), "into", folder)
 print("record size:", (folder / "test_batch.bin").stat().st_size // 200, "bytes")
 assert (folder / "test_batch.bin").stat().st_size == 200 * 3073      # 1 label byte + 3072 pixels
 
-# --- 2. Reading it back, normalisation, augmentation ------------------------------------------------------------
+
+# %% [markdown]
+# ## 2. Reading it back, normalisation, augmentation
+#
+# Explained in [chapter 11](../docs/11-training.md).
+
+# %%
 data = load_cifar10(data_dir, download=False)
 print("\nx_train", data.x_train.shape, data.x_train.dtype, "y_train", data.y_train.shape,
       "x_test", data.x_test.shape, "classes", data.classes[:3], "...")
@@ -75,7 +94,13 @@ assert np.allclose(mean, data.x_train.mean(axis=(0, 2, 3)) / 255)
 assert xb.shape == (8, 3, 32, 32) and xb.dtype == np.float32
 assert np.array_equal(xb, again) and not np.array_equal(xb, other)
 
-# --- 3. The learning-rate schedules (per iteration) -------------------------------------------------------------
+
+# %% [markdown]
+# ## 3. The learning-rate schedules (per iteration)
+#
+# Explained in [chapter 11](../docs/11-training.md).
+
+# %%
 steps, epochs = 16, 3                        # 512 images / batch 32 = 16 iterations per epoch
 cosine = WarmupCosine(0.1, steps * epochs, warmup_steps=steps)
 multi = he_multistep(0.1, steps, epochs)
@@ -86,7 +111,13 @@ print(multi.describe())
 assert cosine(0) == 0.1 / steps and cosine(steps - 1) == 0.1 and 0 < cosine(steps * epochs - 1) < 1e-3
 assert multi(0) == 0.1 and abs(multi(steps * epochs - 1) - 0.001) < 1e-12
 
-# --- 4. Training ---------------------------------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 4. Training
+#
+# Explained in [chapter 11](../docs/11-training.md).
+
+# %%
 config = TrainConfig(out=str(work / "run"), model="se_resnet8", widths=(8, 16, 16), se_reduction=4,
                      epochs=epochs, batch_size=32, eval_batch_size=100, lr=0.1, data_dir=str(data_dir),
                      download=False, quiet=True)
@@ -101,7 +132,13 @@ for line in (work / "run" / "metrics.jsonl").read_text().splitlines():
 assert sorted(p.name for p in (work / "run").iterdir()) == ["checkpoint.npz", "config.json", "metrics.jsonl"]
 assert m["epoch"] == epochs and final["test_acc"] > 0.5       # ten easy classes: far above chance (0.1)
 
-# --- 5. Evaluating a checkpoint, by hand and through the CLI ----------------------------------------------------
+
+# %% [markdown]
+# ## 5. Evaluating a checkpoint, by hand and through the CLI
+#
+# Explained in [chapter 11](../docs/11-training.md).
+
+# %%
 arrays, meta = read_checkpoint_meta(work / "run" / "checkpoint.npz")
 print("\ncheckpoint: epoch", meta["epoch"], "iteration", meta["iteration"], "|",
       sum(k.startswith("model.") for k in arrays), "model arrays,",
@@ -115,7 +152,12 @@ print("$ npse evaluate RUN --data-dir DATA --no-download")
 assert cli.main(["evaluate", str(work / "run"), "--data-dir", str(data_dir), "--no-download"]) == 0
 
 
-# --- 6. An interrupted run, resumed: the same numbers, bit for bit --------------------------------------------------
+# %% [markdown]
+# ## 6. An interrupted run, resumed: the same numbers, bit for bit
+#
+# Explained in [chapter 11](../docs/11-training.md).
+
+# %%
 class Crash(Exception):
     """Stands in for a crash (or Ctrl-C) right after the checkpoint of epoch 2 was written."""
 

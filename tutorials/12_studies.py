@@ -1,12 +1,20 @@
-"""Tutorial 12: the paper's studies with `npse study` (chapter: docs/12-studies.md).
+# %% [markdown]
+# # Tutorial 12: the paper's studies with `npse study`
+#
+# The companion of [chapter 12](../docs/12-studies.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Runs the `squeeze` study with the --quick protocol (tiny networks, 500 synthetic images, one
+# epoch: seven runs, well under a minute on two cores), then takes its bookkeeping and its
+# statistics apart: what is on disk, what a second invocation skips, how the interval of a
+# difference is computed, and why dropping the last stage's SE saves parameters, not computation.
+#
+# What --quick prints shows the machinery, not a result.
+#
+# Run it as a script, `python tutorials/12_studies.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Runs the `squeeze` study with the --quick protocol (tiny networks, 500 synthetic images, one
-epoch: seven runs, well under a minute on two cores), then takes its bookkeeping and its
-statistics apart: what is on disk, what a second invocation skips, how the interval of a
-difference is computed, and why dropping the last stage's SE saves parameters, not computation.
-
-What --quick prints shows the machinery, not a result.
-"""
+# %%
 import json
 import math
 import tempfile
@@ -20,7 +28,13 @@ out = work / "squeeze"
 empty = work / "no-cifar"          # an empty data folder: --quick writes synthetic images
 empty.mkdir()
 
-# --- 1. The arms of a study ------------------------------------------------------------------
+
+# %% [markdown]
+# ## 1. The arms of a study
+#
+# Explained in [chapter 12](../docs/12-studies.md).
+
+# %%
 print("the studies:", ", ".join(study.STUDIES))
 print("squeeze arms:", study.STUDIES["squeeze"])
 for name in study.STUDIES["squeeze"]:
@@ -28,7 +42,13 @@ for name in study.STUDIES["squeeze"]:
     print(f"  {name:12s} {arm.overrides}  (paper: {arm.paper} % top-1 error, {arm.paper_note})")
 assert study.ARMS["reference"].overrides["se_bias"] is False   # the paper's ablation setting
 
-# --- 2. Run it ---------------------------------------------------------------------------------
+
+# %% [markdown]
+# ## 2. Run it
+#
+# Explained in [chapter 12](../docs/12-studies.md).
+
+# %%
 args = ["study", "squeeze", "--quick", "--out", str(out), "--data-dir", str(empty), "--jobs", "2"]
 print("\n$ npse", " ".join(args))
 assert cli.main(args) == 0
@@ -41,13 +61,25 @@ print("one run holds:", sorted(p.name for p in (out / "squeeze-max" / "seed-0").
 record = json.loads((out / "squeeze-max" / "seed-0" / "run.json").read_text())
 print("run.json records the commit it ran:", {k: record[k] for k in ("commit", "dirty")})
 
-# --- 3. A second invocation skips what is finished ----------------------------------------------
+
+# %% [markdown]
+# ## 3. A second invocation skips what is finished
+#
+# Explained in [chapter 12](../docs/12-studies.md).
+
+# %%
 print("\n$ npse", " ".join(args + ["--list"]))
 assert cli.main(args + ["--list"]) == 0
 states = {j.state for j in study.plan("squeeze", out, study.read_protocol(out)[0], seeds=1)}
 assert states == {"finished"}
 
-# --- 4. The statistics, by hand ------------------------------------------------------------------
+
+# %% [markdown]
+# ## 4. The statistics, by hand
+#
+# Explained in [chapter 12](../docs/12-studies.md).
+
+# %%
 results = json.loads((out / "results.json").read_text())
 rows = {a["arm"]: a for a in results["arms"]}
 ref, arm = rows["reference"], rows["squeeze-max"]
@@ -65,7 +97,13 @@ print(f"d(squeeze-max) = {100 * d['d']:+.2f} points, 95% interval "
       f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]: {d['verdict']}")
 print("\n" + (out / "results.md").read_text().split("\n\n")[3])   # the table
 
-# --- 5. Dropping the last stage's SE: parameters, not computation ---------------------------------
+
+# %% [markdown]
+# ## 5. Dropping the last stage's SE: parameters, not computation
+#
+# Explained in [chapter 12](../docs/12-studies.md).
+
+# %%
 full, dropped = se_resnet20(), se_resnet20(se_stages=(1, 2))
 (p_full, m_full), (p_drop, m_drop) = model_costs(full), model_costs(dropped)
 se_params = [sum(int(p.data.size) for p in b.parameters()) for _, b in full.se_blocks()]

@@ -1,20 +1,27 @@
-"""Tutorial 13: the role of excitation (chapter: docs/13-role-of-excitation.md).
+# %% [markdown]
+# # Tutorial 13: the role of excitation
+#
+# The companion of [chapter 13](../docs/13-role-of-excitation.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Works on the SE-ResNet-20 shipped in weights/se_resnet20-10ep/ and on its committed analysis
+# (excitation/gates.npz, written by `npse excitation`): checks the file, recomputes the chapter's
+# numbers from the per-class gate statistics, checks the chapter's statements about them, uses the
+# gate API (.gate, fix_gate) on the shipped network, and counts what the last stage's SE blocks
+# cost. Where the CIFAR-10 test set is present ($NPSE_DATA or ~/.cache/npse; CI has none), it also
+# measures the accuracy again and runs one probe on part of the test set (about a minute).
+#
+# Run it as a script, `python tutorials/13_role_of_excitation.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Works on the SE-ResNet-20 shipped in weights/se_resnet20-10ep/ and on its committed analysis
-(excitation/gates.npz, written by `npse excitation`): checks the file, recomputes the chapter's
-numbers from the per-class gate statistics, checks the chapter's statements about them, uses the
-gate API (.gate, fix_gate) on the shipped network, and counts what the last stage's SE blocks
-cost. Where the CIFAR-10 test set is present ($NPSE_DATA or ~/.cache/npse; CI has none), it also
-measures the accuracy again and runs one probe on part of the test set (about a minute).
-
-Run:  python tutorials/13_role_of_excitation.py
-"""
+# %%
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+import npse
 from npse import nn
 from npse.checkpoint import load_checkpoint
 from npse.data import iterate_batches, load_cifar10
@@ -22,11 +29,22 @@ from npse.excitation import find_se_blocks, judge_claims, read_gates, sha256_of,
 from npse.nn import Conv2d
 from npse.train import evaluate, load_model_for_inference
 
-FOLDER = Path(__file__).resolve().parent.parent / "weights" / "se_resnet20-10ep"
+# The repository's weights/ folder: found from the working directory (a notebook has no
+# __file__) or, failing that, next to the installed npse package (pip install -e .).
+FOLDER = next((base / "weights" / "se_resnet20-10ep" for base in [Path.cwd(), *Path.cwd().parents,
+                                                               Path(npse.__file__).resolve().parent.parent]
+               if (base / "weights" / "se_resnet20-10ep").is_dir()), None)
+assert FOLDER is not None, "weights/se_resnet20-10ep not found: run from inside the repository"
 WEIGHTS = FOLDER / "se_resnet20.npz"
 ANALYSIS = FOLDER / "excitation"
 
-# --- 1. The shipped weights: checksum, metadata, weights only ----------------------------------------------------
+
+# %% [markdown]
+# ## 1. The shipped weights: checksum, metadata, weights only
+#
+# Explained in [chapter 13](../docs/13-role-of-excitation.md).
+
+# %%
 sums = dict(reversed(line.split()) for line in (FOLDER / "SHA256SUMS").read_text().splitlines())
 assert sha256_of(WEIGHTS) == sums[WEIGHTS.name], "the weights file does not match SHA256SUMS"
 arrays, meta = load_checkpoint(WEIGHTS)
@@ -38,7 +56,13 @@ print(f"{WEIGHTS.name}: {meta['config']['model']}, epoch {meta['epoch']} of "
       f"SHA-256 ok; test accuracy when trained {100 * last['test_acc']:.2f}% "
       "(a JPEG re-encoding of CIFAR-10)")
 
-# --- 2. The per-class gate statistics and the numbers computed from them -----------------------------------------
+
+# %% [markdown]
+# ## 2. The per-class gate statistics and the numbers computed from them
+#
+# Explained in [chapter 13](../docs/13-role-of-excitation.md).
+
+# %%
 stats, gates_meta = read_gates(ANALYSIS / "gates.npz")
 report = json.loads((ANALYSIS / "excitation.json").read_text())
 classes = gates_meta["classes"]
@@ -69,7 +93,13 @@ print(f"  between-class variance {m.var():.2e}, mean within-class variance {v.me
       f"eta^2 = {m.var() / (m.var() + v.mean()):.3f}")
 assert np.isclose(m.var() / (m.var() + v.mean()), s.eta2()[0])
 
-# --- 3. The paper's claims, as the chapter states them --------------------------------------------------------
+
+# %% [markdown]
+# ## 3. The paper's claims, as the chapter states them
+#
+# Explained in [chapter 13](../docs/13-role-of-excitation.md).
+
+# %%
 stage_eta = {}
 for name, s in stats.items():
     stage_eta.setdefault(stage_of(name), []).append(np.nanmedian(s.eta2()))
@@ -102,7 +132,13 @@ assert all(-0.02 < change[(s, "mean")] <= 0.005 for s in ("1", "2", "3", "all"))
 assert abs(change[("3", "mean")]) < min(abs(change[("1", "mean")]), abs(change[("2", "mean")]))
 assert change[("1", "one")] < change[("2", "one")] < change[("3", "one")] < change[("3", "mean")]
 
-# --- 4. The gate API on the shipped network ---------------------------------------------------------------------
+
+# %% [markdown]
+# ## 4. The gate API on the shipped network
+#
+# Explained in [chapter 13](../docs/13-role-of-excitation.md).
+
+# %%
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (8, 3, 32, 32)).astype(np.uint8)     # any uint8 images will do
 xb, _ = next(iterate_batches(images, np.zeros(8, int), 8, meta["mean"], meta["std"],
@@ -123,7 +159,13 @@ print("largest change of a logit with stage 3's gates fixed at their means:",
       f"{float(np.abs(fixed - logits).max()):.3f}; released: {float(np.abs(again - logits).max())}")
 assert np.array_equal(again, logits)
 
-# --- 5. What the last stage's SE blocks cost: parameters, not arithmetic ------------------------------------------
+
+# %% [markdown]
+# ## 5. What the last stage's SE blocks cost: parameters, not arithmetic
+#
+# Explained in [chapter 13](../docs/13-role-of-excitation.md).
+
+# %%
 print(f"\n{'stage':<6}{'SE params':>10}{'share':>8}{'SE ops/image':>14}{'share':>8}"
       f"{'conv MACs/image':>17}{'SE/conv':>9}")
 rows = {}
@@ -143,7 +185,13 @@ for stage, (p, o, c) in rows.items():
           f"{c:>17,}{100 * o / c:>8.2f}%")
 assert total_params == 2373 and rows["3"][0] / total_params > 0.7 and rows["3"][1] / total_ops < 0.2
 
-# --- 6. Where the test set is present: the accuracy again, and one probe -----------------------------------------
+
+# %% [markdown]
+# ## 6. Where the test set is present: the accuracy again, and one probe
+#
+# Explained in [chapter 13](../docs/13-role-of-excitation.md).
+
+# %%
 data_dir = Path(os.environ.get("NPSE_DATA") or Path.home() / ".cache" / "npse")
 if (data_dir / "cifar-10-batches-bin" / "test_batch.bin").exists():
     data = load_cifar10(data_dir, download=False)

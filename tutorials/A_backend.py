@@ -1,25 +1,46 @@
-"""Tutorial A: the array-module shim (chapter: docs/A-backend.md).
+# %% [markdown]
+# # Tutorial A: the array-module shim
+#
+# The companion of [appendix A](../docs/A-backend.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Every layer in npse asks `npse.backend` which array module ("xp") to use instead of importing
+# NumPy directly. This script shows how that choice is made, how weights are drawn so that one
+# seed
+# gives the same network on NumPy and on CuPy, and which mistakes are refused with a clear error.
+#
+# Run it as a script, `python tutorials/A_backend.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Every layer in npse asks `npse.backend` which array module ("xp") to use instead of importing
-NumPy directly. This script shows how that choice is made, how weights are drawn so that one seed
-gives the same network on NumPy and on CuPy, and which mistakes are refused with a clear error.
-
-Run:  python tutorials/A_backend.py      (CPU only; the CuPy part runs only if a GPU is present)
-"""
+# %%
 import numpy as np
 
 from npse import backend, nn
 
-# --- 1. Which backend is active? ---------------------------------------------------------------
+
+# %% [markdown]
+# ## 1. Which backend is active?
+#
 # The default comes from the environment variable NPSE_BACKEND ("numpy" unless you set it).
+#
+# Explained in [appendix A](../docs/A-backend.md).
+
+# %%
 print("active backend      :", backend.get_backend())
 print("its array module    :", backend.module().__name__)
 print("CuPy with a GPU?    :", backend.cupy_available())
 
-# --- 2. get_array_module: the array decides -------------------------------------------------------
+
+# %% [markdown]
+# ## 2. get_array_module: the array decides
+#
 # A layer's forward function calls get_array_module(x, weight, ...) and then uses xp.zeros,
-# xp.exp, ... so the same code runs wherever its inputs live. `None` arguments are ignored
-# (a layer without a bias passes bias=None).
+# xp.exp, ... so the same code runs wherever its inputs live. `None` arguments are ignored (a
+# layer without a bias passes bias=None).
+#
+# Explained in [appendix A](../docs/A-backend.md).
+
+# %%
 x = np.ones((2, 3))
 xp = backend.get_array_module(x, None)
 print("module holding x    :", xp.__name__, "| backend_of(x) =", backend.backend_of(x))
@@ -28,9 +49,16 @@ print("module with no args :", backend.get_array_module().__name__)
 assert xp is np and backend.backend_of(x) == "numpy"
 assert backend.get_array_module() is backend.module()
 
-# --- 3. One seed, one network, whatever the backend ------------------------------------------------
+
+# %% [markdown]
+# ## 3. One seed, one network, whatever the backend
+#
 # Weights are drawn on the host by numpy.random.default_rng(seed) and only then moved to the
 # backend, so the numbers never depend on CuPy's random generator.
+#
+# Explained in [appendix A](../docs/A-backend.md).
+
+# %%
 a = nn.Linear(4, 3, rng=0)
 b = nn.Linear(4, 3, rng=0)
 print("same seed, same weights:", np.array_equal(a.weight.data, b.weight.data))
@@ -54,9 +82,16 @@ else:
     print("(no CuPy/GPU here: with one, the same seed would give the same weights on the GPU, and")
     print(" passing a NumPy and a CuPy array to one layer would raise a TypeError)")
 
-# --- 4. Dtypes are checked, not silently converted --------------------------------------------------
+
+# %% [markdown]
+# ## 4. Dtypes are checked, not silently converted
+#
 # A float32 layer refuses float64 input instead of promoting it (a silent promotion would make
 # every later layer run in float64 and twice as slowly).
+#
+# Explained in [appendix A](../docs/A-backend.md).
+
+# %%
 try:
     a(np.ones((2, 4)))                                  # float64 input, float32 layer
 except TypeError as e:

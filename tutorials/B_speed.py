@@ -1,8 +1,13 @@
-"""Tutorial B: the fast formulations beside the reference, and the policy that picks them
-(chapter: docs/B-speed.md).
+# %% [markdown]
+# # Tutorial B: the fast formulations beside the reference, and the policy that picks them
+#
+# The companion of [appendix B](../docs/B-speed.md): each step below runs what the chapter
+# explains and asserts what it claims.
+#
+# Run it as a script, `python tutorials/B_speed.py`, or open it as a notebook
+# (`pip install -e '.[notebooks]'`, then `jupyter lab`; the README says more).
 
-Run:  python tutorials/B_speed.py
-"""
+# %%
 import time
 
 import numpy as np
@@ -17,7 +22,13 @@ from npse.fast.layout import is_channels_last, nhwc, to_channels_last
 
 rng = np.random.default_rng(0)
 
-# --- 1. One policy says how; the layers say what ---------------------------------------------------
+
+# %% [markdown]
+# ## 1. One policy says how; the layers say what
+#
+# Explained in [appendix B](../docs/B-speed.md).
+
+# %%
 print(FAST.describe())
 print(REFERENCE.describe())
 model = models.cifar_resnet(depth=8, se="standard", widths=(4, 8, 8), se_reduction=2, dtype="float64")
@@ -30,7 +41,13 @@ print("\nsame model, fast policy vs reference policy: relative difference of the
 assert relative_error(fast_logits, reference_logits) <= 1e-12
 assert "policy" not in model.config and not any("policy" in k for k in model.state_dict())
 
-# --- 2. The convolution: four orders of the same products ------------------------------------------
+
+# %% [markdown]
+# ## 2. The convolution: four orders of the same products
+#
+# Explained in [appendix B](../docs/B-speed.md).
+
+# %%
 x = rng.standard_normal((2, 3, 5, 5))
 w = rng.standard_normal((4, 3, 3, 3))
 y_ref, cache_ref = nn.conv2d_forward(x, w, None, 1, 1)              # one im2col product, the reference
@@ -58,7 +75,13 @@ for layout in ("batch", "per_image", "patch_rows", "kernel_rows"):
               f"  largest relative difference from the reference {err:.1e}")
         assert err <= 1e-12
 
-# --- 3. BatchNorm: sums as products, folded factors ------------------------------------------------
+
+# %% [markdown]
+# ## 3. BatchNorm: sums as products, folded factors
+#
+# Explained in [appendix B](../docs/B-speed.md).
+
+# %%
 x = rng.standard_normal((4, 3, 6, 6)) * 2 + 1
 print("\nchannel_sum (a matrix-vector product) vs x.sum(axis=(0, 2, 3)):",
       f"{relative_error(channel_sum(x), x.sum(axis=(0, 2, 3))):.1e}")
@@ -74,7 +97,13 @@ for stored in (x, to_channels_last(x)):
           f" largest relative difference from the reference {err:.1e}")
     assert err <= 1e-12
 
-# --- 4. Every registered formulation is checked by one suite ------------------------------------------
+
+# %% [markdown]
+# ## 4. Every registered formulation is checked by one suite
+#
+# Explained in [appendix B](../docs/B-speed.md).
+
+# %%
 print("\nregistered formulations (tests/test_formulations.py runs each against its reference):")
 for f in FORMULATIONS:
     print(f"  {f.layer.__name__:<16} {f.name}{'   (the one a policy puts in place)' if f.chosen else ''}")
@@ -84,7 +113,13 @@ for u in UPDATES:
     print(f"  {u.optimizer + ' update':<16} {u.name}   (runs on {', '.join(u.backends)}; SGD(fused=True))")
 assert [(u.optimizer, u.backends) for u in UPDATES] == [("SGD", ("cupy",))]
 
-# --- 5. What it buys (one look; npse bench measures properly) -----------------------------------------
+
+# %% [markdown]
+# ## 5. What it buys (one look; npse bench measures properly)
+#
+# Explained in [appendix B](../docs/B-speed.md).
+
+# %%
 model = models.se_resnet20(seed=0)
 x = rng.standard_normal((32, 3, 32, 32)).astype(np.float32)
 for policy in (REFERENCE, FAST):
