@@ -190,3 +190,64 @@ def test_no_claim_is_judged_on_nan():
     block = {"eta2_median": float("nan"), "within_class_sd": 0.1, "saturated_high": 0.0}
     claims = judge_claims({"layer1.0.se": block, "layer3.2.se": dict(block, eta2_median=0.5)})
     assert [c["verdict"] for c in claims] == ["not measurable"]
+
+
+# ----------------------------------------------------------------------------- npse study
+
+def test_study_options_are_bounded(capsys):
+    from npse.cli import main
+    for argv, message in ((["--seeds", "1000000000", "--list"], "expected at most 1000 seeds"),
+                          (["--seeds", "99999999999999999999", "--list"], "at most 1000 seeds"),
+                          (["--jobs", "0", "--list"], "--jobs: expected an integer >= 1"),
+                          (["--time-limit", "inf"], "--time-limit: expected a finite number > 0"),
+                          (["--epochs", "-1"], "--epochs: expected an integer >= 1")):
+        assert main(["study", "squeeze", *argv]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_jobs_are_capped_by_cores_and_memory(monkeypatch):
+    from npse import memory
+    from npse.study import runs
+    from npse.study.arms import Protocol
+    said = []
+    monkeypatch.setattr(runs.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * 2**30)
+    assert runs.cap_jobs(64, "squeeze", Protocol(), "numpy", said.append) == 2
+    assert said == ["study: --jobs 64 capped to 2: 2 cores to share"]
+    monkeypatch.setattr(memory, "available_memory", lambda: 3 * 2**30)
+    need = runs.run_memory(Protocol(), runs.ARMS["reference"])
+    assert runs.cap_jobs(2, "squeeze", Protocol(), "numpy", said.append) == min(2, 3 * 2**30 // need)
+    assert runs.cap_jobs(64, "squeeze", Protocol(), "cupy", said.append) == 64   # the GPU's own
+
+
+@pytest.fixture
+def study_copy(tmp_path):
+    import shutil
+    committed = pathlib.Path(__file__).resolve().parent.parent / "studies" / "cpu-5ep"
+    out = tmp_path / "study"
+    shutil.copytree(committed, out, ignore=shutil.ignore_patterns("*.npz", "*.log", "*.lock"))
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["[]", "{}", '{"epochs": 5}', "1", "null"])
+def test_a_study_json_without_a_whole_protocol_is_refused(study_copy, capsys, protocol):
+    (study_copy / "study.json").write_text(
+        '{"format": "npse-study", "protocol": %s, "studies": ["squeeze"]}' % protocol)
+    err = _one_line_error(capsys, ["study", "squeeze", "--report", str(study_copy)])
+    assert "study.json: not a study description" in err
+
+
+def test_excitation_study_with_a_bad_config_is_one_line(study_copy, capsys):
+    weights = pathlib.Path(__file__).resolve().parent.parent / "weights" / "se_resnet20-10ep"
+    (study_copy / "reference" / "seed-0" / "config.json").write_text('{"config": [1]}')
+    err = _one_line_error(capsys, ["excitation", str(weights / "se_resnet20.npz"), "--study",
+                                   str(study_copy), "--no-probe", "--out",
+                                   str(study_copy.parent / "gates")])
+    assert "reference/seed-0/config.json: not an npse run configuration" in err
+
+
+def test_quick_study_refuses_a_folder_before_writing_its_data(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    err = _one_line_error(capsys, ["study", "squeeze", "--quick", "--out", str(tmp_path)])
+    assert "is not empty and holds no study.json" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -48,6 +48,17 @@ def nonneg_float(text) -> float:
     return value
 
 
+def positive_float(text) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def int_list(text) -> tuple:
     """argparse type: comma-separated positive integers, such as 16,32,64."""
     try:

@@ -1,11 +1,13 @@
 """``npse study``: run one of the paper's ablations (npse/study/, docs/12-studies.md)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
 from ..backend import BACKENDS
+from . import options
 
 HELP = "run one of the paper's ablations (arms x seeds) and tabulate it"
 
@@ -17,7 +19,7 @@ DESCRIPTION = ("Run a study of the paper's ablations: every arm x seed is an ord
 def add_arguments(p) -> None:
     # The help texts name the studies and the seed minimum; the arms module holds both (and
     # imports the training configuration), so it is read when the parser is built, not before.
-    from ..study.arms import MIN_SEEDS, STUDIES
+    from ..study.arms import MAX_SEEDS, MIN_SEEDS, STUDIES
     p.add_argument("name", metavar="NAME",
                    help=f"a study ({', '.join(STUDIES)}) or a comma-separated list of them")
     p.add_argument("--out", metavar="DIR", help="the study folder (default: studies/NAME, or "
@@ -25,20 +27,22 @@ def add_arguments(p) -> None:
     p.add_argument("--report", metavar="OUT", help="only redraw the table and plot of the "
                    "study folder OUT from its files: every study the folder holds, whichever "
                    "NAME is")
-    p.add_argument("--epochs", type=int, help="default: 5 (--quick: 1)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every arm; the "
-                   f"baseline and the reference always get at least {MIN_SEEDS} (default: 1)")
-    p.add_argument("--train-subset", type=int, metavar="N", help="train on a fixed "
-                   "class-balanced subset of N images (default: all; --quick: 500)")
-    p.add_argument("--batch-size", type=int, help="default: 128 (--quick: 50)")
-    p.add_argument("--depth", type=int, help="depth of the BasicBlock arms (default: 20; "
+    p.add_argument("--epochs", type=options.positive_int, help="default: 5 (--quick: 1)")
+    p.add_argument("--seeds", type=seed_count, default=1, help="seeds 0..N-1 for every arm; the "
+                   f"baseline and the reference always get at least {MIN_SEEDS} (default: 1; "
+                   f"at most {MAX_SEEDS})")
+    p.add_argument("--train-subset", type=options.positive_int, metavar="N", help="train on a "
+                   "fixed class-balanced subset of N images (default: all; --quick: 500)")
+    p.add_argument("--batch-size", type=options.positive_int, help="default: 128 (--quick: 50)")
+    p.add_argument("--depth", type=options.positive_int, help="depth of the BasicBlock arms "
+                   "(default: 20; "
                    "--quick: 8); the se3x3 study's Bottleneck arms have depth 29 (--quick: 11)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy")
     p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 (default: $NPSE_DATA, else "
                    "~/.cache/npse)")
-    p.add_argument("--jobs", type=int, default=1, metavar="K", help="K runs at once, each in "
+    p.add_argument("--jobs", type=options.positive_int, default=1, metavar="K", help="K runs at once, each in "
                    "its own process (on the CPU each gets cores/K BLAS threads; default: 1)")
-    p.add_argument("--threads", type=int, metavar="T", help="BLAS threads per run on the CPU "
+    p.add_argument("--threads", type=options.positive_int, metavar="T", help="BLAS threads per run on the CPU "
                    "(default: cores/K)")
     p.add_argument("--quick", action="store_true", help="tiny networks, 500 images, 1 epoch: "
                    "shows the machinery in a minute or two, not a result")
@@ -48,15 +52,25 @@ def add_arguments(p) -> None:
                    "time>/, never deleted; repeatable")
     p.add_argument("--list", action="store_true", help="print the plan (arms, seeds, states) "
                    "and stop")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="start no run that the "
+    p.add_argument("--time-limit", type=options.positive_float, metavar="MINUTES", help="start no run that the "
                    "runs finished so far say cannot end in time, and stop the running ones at "
                    "the limit (they keep their checkpoints and resume next time)")
     p.add_argument("--probe", metavar="K1,K2,...", help="instead of running the study, time "
                    "its reference arm with K processes side by side for each K, to choose "
                    "--jobs (most useful on a GPU); with --time-limit, the K whose runs end "
                    "within it")
-    p.add_argument("--probe-seconds", type=float, default=10.0, metavar="S",
+    p.add_argument("--probe-seconds", type=options.positive_float, default=10.0, metavar="S",
                    help="how long each K is timed (default: 10)")
+
+
+def seed_count(text) -> int:
+    """argparse type: a number of seeds, 1 to MAX_SEEDS (a larger count is a typo, and would
+    plan that many runs)."""
+    from ..study.arms import MAX_SEEDS
+    value = options.positive_int(text)
+    if value > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SEEDS} seeds, got {text!r}")
+    return value
 
 
 def run(args) -> int:
@@ -67,9 +81,11 @@ def run(args) -> int:
     protocol = _protocol(args)
     if args.probe:
         return _probe(args, protocol)
+    from ..study.folder import check_study_folder
     from ..study.synthetic import ensure_quick_data
     out = Path(args.out or os.path.join("studies", ("quick-" if args.quick else "")
                                         + args.name.replace(",", "+")))
+    check_study_folder(out, protocol, args.name)     # before --quick writes its data there
     data_dir = ensure_quick_data(args.data_dir, out) if args.quick else args.data_dir
     if args.list:
         return _list(args, out, protocol, data_dir)

@@ -54,10 +54,7 @@ def study_side_by_side(folder) -> dict:
         for metrics in sorted((folder / arm).glob(f"seed-*/{METRICS}")):
             if not metrics.parent.name[5:].isdigit():
                 continue            # seed-<s>.replaced-<time>: a run that --rerun replaced
-            # config.json as train() writes it: the training options under "config".
-            saved = json.loads((metrics.parent / CONFIG).read_text(encoding="utf-8"))
-            wanted = (saved.get("config") or {}).get("epochs") if isinstance(saved, dict) else None
-            records = read_metrics(metrics)
+            wanted, records = _run_epochs_and_metrics(folder, metrics)
             if records and records[-1]["epoch"] == wanted:
                 accs.append(records[-1]["test_acc"])
                 epochs.add(wanted)
@@ -68,6 +65,22 @@ def study_side_by_side(folder) -> dict:
                     "epochs": sorted(epochs)}
     out["difference"] = out["stages-1-2"]["accuracy"] - out["reference"]["accuracy"]
     return out
+
+
+def _run_epochs_and_metrics(folder: Path, metrics: Path) -> tuple:
+    """``(epochs config.json asks for, metrics records)`` of one run of a study folder; a
+    one-line ValueError naming the file that is not what ``npse train`` writes."""
+    config = metrics.parent / CONFIG
+    try:
+        # config.json as train() writes it: the training options under "config".
+        saved = json.loads(config.read_text(encoding="utf-8"))
+        wanted = saved["config"]["epochs"]
+        if type(wanted) is not int:
+            raise TypeError("epochs")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not an npse run configuration"
+        raise ValueError(f"--study {folder}: {config}: {why}") from None
+    return wanted, read_metrics(metrics)
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -264,35 +264,46 @@ def replace_run(directory: Path) -> Path:
 
 # ----------------------------------------------------------------------------- the protocol
 
-def open_study_folder(out: Path, protocol: Protocol, names: str) -> None:
-    """Create ``OUT/study.json`` or check that the folder holds this protocol."""
+def check_study_folder(out: Path, protocol: Protocol, names: str) -> list:
+    """The studies ``OUT/study.json`` will list once ``names`` run in ``out``; ValueError, and
+    nothing written, when ``out`` is a file, a folder of something else, or a study of another
+    protocol. (Called before anything, ``--quick``'s data included, is written there.)"""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     path = out / STUDY_FILE
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path}: not a study description (not JSON)") from None
-        if not isinstance(saved, dict) or saved.get("format") != STUDY_FORMAT:
-            raise ValueError(f"{path}: not an npse study folder")
-        _, earlier = read_protocol(out)          # checks the file's fields and types
-        mine = protocol.as_dict()
-        diff = [f"{k}={mine.get(k)!r} (the folder has {saved['protocol'].get(k)!r})"
-                for k in mine if saved.get("protocol", {}).get(k) != mine.get(k)]
-        if diff:
-            raise ValueError(f"{out} holds a study with another protocol: {'; '.join(diff)}; "
-                             f"use another --out, or the folder's own options")
-        studies = list(dict.fromkeys(earlier + names.split(",")))
-    else:
+    if not path.exists():
         if out.is_dir() and any(p.name not in (".gitignore", "_data") for p in out.iterdir()):
             raise ValueError(f"--out {out} is not empty and holds no study.json: not a study "
                              f"folder; choose an empty or new folder")
-        studies = names.split(",")
+        return names.split(",")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ValueError(f"{path}: not a study description (not JSON)") from None
+    if not isinstance(saved, dict) or saved.get("format") != STUDY_FORMAT:
+        raise ValueError(f"{path}: not an npse study folder")
+    _, earlier = read_protocol(out)          # checks the file's fields and types
+    mine = protocol.as_dict()
+    diff = [f"{k}={mine.get(k)!r} (the folder has {saved['protocol'].get(k)!r})"
+            for k in mine if saved["protocol"].get(k) != mine.get(k)]
+    if diff:
+        raise ValueError(f"{out} holds a study with another protocol: {'; '.join(diff)}; "
+                         f"use another --out, or the folder's own options")
+    return list(dict.fromkeys(earlier + names.split(",")))
+
+
+def open_study_folder(out: Path, protocol: Protocol, names: str) -> None:
+    """Create ``OUT/study.json`` or check that the folder holds this protocol."""
+    out = Path(out)
+    path = out / STUDY_FILE
+    studies = check_study_folder(out, protocol, names)
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, {"format": STUDY_FORMAT, "protocol": protocol.as_dict(),
                       "studies": studies})
+
+
+_PROTOCOL_KEYS = set(Protocol().as_dict())
 
 
 def read_protocol(out: Path) -> tuple:
@@ -302,6 +313,8 @@ def read_protocol(out: Path) -> tuple:
         raise FileNotFoundError(f"{path} does not exist: {out} is not a study folder")
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved["protocol"], dict) or set(saved["protocol"]) != _PROTOCOL_KEYS:
+            raise KeyError("protocol")          # a protocol must name every field, no other
         p = dict(saved["protocol"])
         if p.get("widths") is not None:
             p["widths"] = tuple(p["widths"])

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..config import TrainConfig
+from ..config import TrainConfig, build_model
 from ..rundir import METRICS, OWN_FILES
 from ..train import NonFiniteLossError, train
 from .arms import ARMS, MAX_SEEDS, PRIMARY, Protocol, seeds_for, study_arms
@@ -135,6 +135,48 @@ def worker_spec(job: Job, threads: int, command: str) -> dict:
     return {"arm": job.arm, "config": config, "threads": threads, "command": command}
 
 
+#: Beside a step's own memory, a worker holds the whole CIFAR-10 (180 MiB as uint8, read before
+#: a subset is taken) and the interpreter with NumPy (about 100 MiB).
+WORKER_BASE_BYTES = 280 * 2**20
+
+
+def cap_jobs(jobs: int, names: str, protocol: Protocol, backend_name: str, log) -> int:
+    """``jobs``, or fewer when more runs at once cannot help on the CPU: at most one per core
+    this process may use, and at most as many as the available memory holds (each run's
+    memory as :func:`npse.memory.estimate_memory` predicts its step, plus its data). Says so
+    in one line when it caps."""
+    if backend_name != "numpy" or jobs == 1:
+        return jobs
+    from ..memory import available_memory
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limits = [(cores or 1, f"{cores} core{'s' if cores != 1 else ''} to share")]
+    free = available_memory()
+    if free is not None:
+        need = max(run_memory(protocol, ARMS[a]) for a in study_arms(names))
+        limits.append((max(1, int(free // need)), f"{free / 2**30:.1f} GiB of memory available, "
+                                                  f"about {need / 2**20:.0f} MiB a run"))
+    cap, why = min(limits)
+    if jobs <= cap:
+        return jobs
+    log(f"study: --jobs {jobs} capped to {cap}: {why}")
+    return cap
+
+
+def run_memory(protocol: Protocol, arm) -> int:
+    """Bytes one worker of ``arm`` needs: its training step, evaluation pass and optimiser
+    (npse.memory's estimate) and :data:`WORKER_BASE_BYTES`."""
+    from ..memory import estimate_memory
+    from ..models.loading import parameter_bound
+    config = protocol.train_config(arm, 0, Path("."))
+    model_config = build_model(config).config
+    estimate = estimate_memory(model_config, (3, 32, 32))
+    fixed, per_image = estimate["train"]
+    eval_fixed, eval_per_image = estimate["eval"]
+    step = max(fixed + per_image * config.batch_size,
+               eval_fixed + eval_per_image * config.eval_batch_size)
+    return int(step + 3 * 4 * parameter_bound(model_config) + WORKER_BASE_BYTES)
+
+
 def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1,
               retry_failed: bool = False, log=print, command: str = "", threads=None,
               time_limit=None, rerun=(), **runtime) -> dict:
@@ -161,6 +203,7 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
         raise ValueError(f"study: --threads must be an integer >= 1, got {threads!r}")
     out = Path(out)
     study_arms(names)
+    jobs = cap_jobs(jobs, names, protocol, runtime.get("backend", "numpy"), log)
     replace = parse_rerun(rerun, names, seeds)
     plan(names, out, protocol, seeds, rerun=replace, **runtime)   # checked before any write
     open_study_folder(out, protocol, names)
