@@ -251,3 +251,73 @@ def test_quick_study_refuses_a_folder_before_writing_its_data(tmp_path, capsys):
     err = _one_line_error(capsys, ["study", "squeeze", "--quick", "--out", str(tmp_path)])
     assert "is not empty and holds no study.json" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# ----------------------------------------------------------------------------- garbage in readers
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                  max_size=4),
+    max_leaves=12)
+METRIC_LINE = st.fixed_dictionaries({}, optional={
+    k: JSON_VALUES | st.floats() for k in ("epoch", "train_loss", "train_acc", "test_loss",
+                                           "test_acc", "lr", "seconds", "images_per_s")})
+GARBAGE = st.one_of(
+    st.binary(max_size=600),
+    st.lists(METRIC_LINE.map(lambda d: __import__("json").dumps(d)), max_size=4)
+    .map(lambda lines: "\n".join(lines).encode()),
+    JSON_VALUES.map(lambda v: __import__("json").dumps(v).encode()))
+FUZZ = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _one_line_about(error: Exception, path) -> None:
+    text = str(error)
+    assert "\n" not in text and str(path) in text, text
+
+
+@FUZZ
+@given(content=GARBAGE)
+def test_read_metrics_gives_records_or_one_line_errors(tmp_path, content):
+    from npse.config import METRIC_KEYS
+    from npse.rundir import read_metrics
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(content)
+    try:
+        records = read_metrics(path)
+    except ValueError as e:
+        _one_line_about(e, path)
+        return
+    for r in records:
+        assert all(isinstance(r[k], (int, float)) and np.isfinite(r[k]) for k in METRIC_KEYS)
+
+
+@FUZZ
+@given(content=GARBAGE)
+def test_read_protocol_gives_a_protocol_or_one_line_errors(tmp_path, content):
+    from npse.study.arms import Protocol
+    from npse.study.folder import read_protocol
+    (tmp_path / "study.json").write_bytes(content)
+    try:
+        protocol, studies = read_protocol(tmp_path)
+    except ValueError as e:
+        _one_line_about(e, tmp_path / "study.json")
+        return
+    assert isinstance(protocol, Protocol) and all(isinstance(n, str) for n in studies)
+
+
+@FUZZ
+@given(content=st.binary(max_size=3 * RECORD + 7), label_bytes=st.sampled_from([1, 2]))
+def test_read_records_gives_images_or_one_line_errors(tmp_path, content, label_bytes):
+    path = tmp_path / "data_batch_1.bin"
+    path.write_bytes(content)
+    try:
+        x, labels = cifar.read_records(path, label_bytes, (10, 100)[:label_bytes], "CIFAR")
+    except ValueError as e:
+        _one_line_about(e, path)
+        return
+    assert x.shape == (len(content) // (label_bytes + 3072), 3, 32, 32) and x.dtype == np.uint8
