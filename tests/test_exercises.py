@@ -431,7 +431,7 @@ def test_ctrl_c_ends_the_check_with_one_line(tmp_path):
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130
+    assert process.returncode == 130, (out, err)
     assert err == "python -m npse.exercises: interrupted\n"
 
 

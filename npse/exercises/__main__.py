@@ -8,8 +8,11 @@ top level, or lacks the exercise's functions; a target that cannot be written; n
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 PROG = "python -m npse.exercises"
@@ -112,11 +115,50 @@ def check(args):
 
 def main(argv=None):
     """The command line; returns the exit status. Ctrl-C ends it with one line (status 130)."""
+    previous = _on_ctrl_c_say_one_line()
     try:
         return _main(argv)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:        # where the handler could not be installed (not main thread)
+        pass
+    except Exception as error:
+        if not _caused_by_ctrl_c(error):
+            raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    print(f"{PROG}: interrupted", file=sys.stderr)
+    return 130
+
+
+def _on_ctrl_c_say_one_line():
+    """Make Ctrl-C print one line and end the process (status 130); return the old handler.
+
+    A KeyboardInterrupt cannot be relied on here: it is raised wherever the student's code or
+    hypothesis happens to be, and hypothesis, interrupted early, can replace it with an error of
+    its own or carry on to the next property. Nothing needs cleaning up, so the handler ends the
+    process directly, writing with os.write (a print could re-enter a print it interrupted)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupted(signum, frame):
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        os.write(2, f"{PROG}: interrupted\n".encode())
+        os._exit(130)
+
+    return signal.signal(signal.SIGINT, interrupted)
+
+
+def _caused_by_ctrl_c(error):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _main(argv):
