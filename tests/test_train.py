@@ -312,14 +312,17 @@ def recipe_lr(kind, t, base, steps_per_epoch, epochs, warmup_epochs=0):
 @pytest.mark.parametrize("kind, epochs, warmup", [("cosine", 3, 2), ("multistep", 4, 0)])
 def test_every_learning_rate_follows_the_recipe(tmp_path, data_dir, monkeypatch, kind, epochs,
                                                 warmup):
-    used = []
+    used, seen = [], []      # the lr of each step; (loss * batch, correct, batch) of each step
     real_step = T.train_step
 
-    def step_and_note_lr(model, loss_fn, optimizer, xb, yb):
+    def step_and_note(model, loss_fn, optimizer, xb, yb):
         used.append(optimizer.lr)
-        return real_step(model, loss_fn, optimizer, xb, yb)
+        logits, loss, dx = real_step(model, loss_fn, optimizer, xb, yb)
+        hits = int((np.asarray(logits).argmax(axis=1) == np.asarray(yb)).sum())
+        seen.append((float(loss) * len(yb), hits, len(yb)))
+        return logits, loss, dx
 
-    monkeypatch.setattr(T, "train_step", step_and_note_lr)
+    monkeypatch.setattr(T, "train_step", step_and_note)
     train(tiny(tmp_path, data_dir, epochs=epochs, schedule=kind, warmup_epochs=warmup, lr=0.05),
           log=None)
     steps = 7                                            # 100 images in batches of 16
@@ -328,3 +331,34 @@ def test_every_learning_rate_follows_the_recipe(tmp_path, data_dir, monkeypatch,
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     # Each epoch records the rate of its last step.
     assert [m["lr"] for m in records] == pytest.approx(want[steps - 1::steps], rel=1e-12, abs=0)
+    # And the training loss and accuracy of the steps it took (summed here, from the outside).
+    for e, m in enumerate(records):
+        loss_sum, hits, count = map(sum, zip(*seen[e * steps:(e + 1) * steps]))
+        assert count == 100
+        assert m["train_acc"] == hits / count
+        assert m["train_loss"] == pytest.approx(loss_sum / count, rel=1e-12)
+
+
+@pytest.mark.parametrize("decay_bn_bias", [True, False])
+def test_decay_bn_bias_chooses_which_parameters_decay(tmp_path, data_dir, monkeypatch,
+                                                      decay_bn_bias):
+    """--decay-bn-bias on: every parameter decays; off: BatchNorm's and the biases' do not."""
+    made = []
+
+    class Recording(T.SGD):
+        def __init__(self, params, **kw):
+            params = list(params)
+            made.append((params, kw))
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(T, "SGD", Recording)
+    from npse.fast import FAST
+    T.prepare_run(tiny(tmp_path, data_dir, decay_bn_bias=decay_bn_bias), tmp_path / "run",
+                  lambda line: None, FAST)
+    (params, kw), = made
+    assert kw["weight_decay"] == 5e-4
+    keep = kw["decay_filter"] or (lambda name, p: True)
+    decayed = {n for n, p in params if keep(n, p)}
+    one_d = {n for n, p in params if p.data.ndim == 1}
+    assert one_d and any(n.endswith(".bias") for n in one_d)
+    assert decayed == ({n for n, _ in params} - (set() if decay_bn_bias else one_d))
