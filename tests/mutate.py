@@ -43,6 +43,7 @@ class Mutant:
     tests: tuple              # pytest arguments: files, -k expressions
     must_kill: bool = False   # a bug an audit once saw survive: it must never survive again
     min_failing: int = 1      # > 1: run without -x and count the failing tests
+    timeout: float = None     # seconds; None: the command line's --timeout (a hang is a kill)
 
 
 TRAIN_SCHEDULE = ("tests/test_train.py", "-k", "recipe", "tests/test_optim.py")
@@ -151,8 +152,10 @@ MUTANTS = [
     Mutant("checker obeys sys.exit", "npse/exercises/checker.py",
            "except (Exception, SystemExit) as error:", "except Exception as error:", (EX,)),
     Mutant("checker timer fires once", "npse/exercises/checker.py",
-           "signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)",
-           "signal.setitimer(signal.ITIMER_REAL, seconds)", (EX,)),
+           "signal.setitimer(signal.ITIMER_REAL, seconds, min(1.0, seconds))",
+           "signal.setitimer(signal.ITIMER_REAL, seconds)", (EX, "-k", "hang"), timeout=60),
+    Mutant("checker stops tracing the student's frames", "npse/exercises/checker.py",
+           "frame.f_trace = stop_here", "pass", (EX, "-k", "hang"), timeout=60),
     Mutant("checker's upstream gradient is all ones", "npse/exercises/layer.py",
            "return numpy.random.default_rng([seed, 7]).standard_normal(shape)",
            "return numpy.ones(shape)", (EX,)),
@@ -192,13 +195,15 @@ def judge(root: Path, mutant: Mutant, timeout: float) -> dict:
         return dict(verdict="stale", detail="the text to replace is not in the file any more")
     try:
         path.write_text(original.replace(mutant.old, mutant.new, 1))
-        code, failing, seconds = run_tests(root, mutant.tests, mutant.min_failing <= 1, timeout)
+        code, failing, seconds = run_tests(root, mutant.tests, mutant.min_failing <= 1,
+                                           mutant.timeout or timeout)
     finally:
         path.write_text(original)
     if path.read_text() != original:
         raise SystemExit(f"mutate.py: could not restore {path}; stopping")
     if code == "timeout":
-        return dict(verdict="killed", detail=f"timed out after {timeout:g} s", seconds=seconds)
+        return dict(verdict="killed", detail=f"timed out after {mutant.timeout or timeout:g} s",
+                    seconds=seconds)
     if code in (0,):
         return dict(verdict="survived", detail="all its tests pass", seconds=seconds)
     if code != 1:               # 2 interrupted/usage, 4 usage, 5 no tests collected

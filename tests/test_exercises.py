@@ -393,8 +393,9 @@ HANGS = """
     def linear_forward(x, weight, bias=None):
         while True:
             try:
-                pass
-            except BaseException:      # swallows the first interruption: the timer repeats
+                while True:
+                    pass
+            except BaseException:      # swallows every interruption: the checker still stops it
                 pass
 
     def linear_backward(dy, cache):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ REFERENCE_TOLERANCE = 1e-10
 #: pure-Python-loop answer on a busy machine well under a second; 20 s is ample for both and
 #: still ends a hang quickly. ``check --time-limit`` changes it.
 TIME_LIMIT = 20.0
+#: The student's file is imported as a module whose name starts so (its frames are recognised).
+STUDENT_MODULE_PREFIX = "npse_student_"
 #: Arrays up to this many entries are printed in a failure report.
 PRINT_MAX_ENTRIES = 24
 
@@ -79,24 +82,50 @@ class TimeLimitExceeded(BaseException):
 def time_limit(seconds):
     """Raise :class:`TimeLimitExceeded` in the body once it has run ``seconds`` (None or 0: no
     limit). A SIGALRM timer: only on the main thread where ``signal.setitimer`` exists; elsewhere
-    the body runs without a limit. The timer repeats every second after the first expiry, so a
-    student's bare ``except:`` that swallows the first one does not hang the checker."""
+    the body runs without a limit.
+
+    A student's loop may swallow the exception (``except:`` inside ``while True``), so the
+    timer repeats every second after the first expiry, and from the second on it also traces
+    the student's frames and raises again at each line they run: an exception raised in an
+    ``except`` block is not caught by that block, so the loop ends there."""
     usable = (seconds and hasattr(signal, "setitimer")
               and threading.current_thread() is threading.main_thread())
     if not usable:
         yield
         return
+    expiries = []
+    previous_trace = sys.gettrace()
+
+    def student_frame(frame):
+        return frame.f_globals.get("__name__", "").startswith(STUDENT_MODULE_PREFIX)
+
+    def stop_here(frame, event, arg):
+        if event == "line":
+            raise TimeLimitExceeded(seconds)
+        return stop_here
+
+    def trace_students(frame, event, arg):
+        return stop_here if student_frame(frame) else None
 
     def expired(signum, frame):
+        expiries.append(frame)
+        if len(expiries) > 1:             # the first one was swallowed: trace the student's code
+            sys.settrace(trace_students)
+            while frame is not None:
+                if student_frame(frame):
+                    frame.f_trace = stop_here
+                frame = frame.f_back
         raise TimeLimitExceeded(seconds)
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    signal.setitimer(signal.ITIMER_REAL, seconds, min(1.0, seconds))
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if len(expiries) > 1:
+            sys.settrace(previous_trace)
 
 
 @dataclass
@@ -137,7 +166,7 @@ def load_student(path, exercise: Exercise, time_limit_s=TIME_LIMIT):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"exercise {exercise.name}: no such file: {path}")
-    name = f"npse_student_{exercise.name}_{abs(hash(str(path.resolve())))}"
+    name = f"{STUDENT_MODULE_PREFIX}{exercise.name}_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -222,7 +251,7 @@ def _where(error):
     """' (file.py, line 12)' for the innermost frame of the student's traceback, if any."""
     tb, last = error.__traceback__, None
     while tb is not None:
-        if tb.tb_frame.f_globals.get("__name__", "").startswith("npse_student_"):
+        if tb.tb_frame.f_globals.get("__name__", "").startswith(STUDENT_MODULE_PREFIX):
             last = tb
         tb = tb.tb_next
     if last is None:
