@@ -130,3 +130,23 @@ def test_batchnorm2d_eval_without_grad_equals_eval_with_grad():
     relu = nn.ReLU(dtype="float64")
     with nn.no_grad():
         np.testing.assert_array_equal(relu(x), np.maximum(x, 0))
+
+
+@given(c=channels, seed=seeds, momentum=st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.9, 1.0]),
+       steps=st.integers(1, 4))
+def test_running_statistics_are_a_momentum_weighted_average(c, seed, momentum, steps):
+    """PyTorch's convention, over several batches and momenta: momentum weighs the NEW batch,
+    running = (1 - momentum) * running + momentum * batch statistic (unbiased variance). A second
+    guard beside the fixed-momentum test above: momentum 0.5 alone cannot tell the two apart."""
+    rng = np.random.default_rng(seed)
+    bn = nn.BatchNorm2d(c, momentum=momentum, dtype="float64")
+    mean, var = np.zeros(c), np.ones(c)
+    for _ in range(steps):
+        x = normal(rng, (3, c, 2, 3)) * rng.uniform(0.5, 3) + rng.uniform(-2, 2)
+        bn(x)
+        m = 3 * 2 * 3
+        mean = (1 - momentum) * mean + momentum * x.mean(axis=(0, 2, 3))
+        var = (1 - momentum) * var + momentum * x.var(axis=(0, 2, 3)) * m / (m - 1)
+    np.testing.assert_allclose(bn.running_mean, mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(bn.running_var, var, rtol=1e-12, atol=1e-14)
+    assert int(bn.num_batches_tracked) == steps

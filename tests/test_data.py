@@ -431,3 +431,37 @@ def test_real_cifar10():
     mean, std = channel_stats(ds.x_train)
     np.testing.assert_allclose(mean, CIFAR10_MEAN, atol=0.01)
     np.testing.assert_allclose(std, CIFAR10_STD, atol=0.01)
+
+
+# ----------------------------------------------------------------------------- crop offsets, two guards
+# The crop offsets must cover 0 .. 2*pad, both ends included: an off-by-one (0 .. 2*pad - 1, or
+# 1 .. 2*pad) makes the augmentation lopsided and no shape or range check notices.
+
+@pytest.mark.parametrize("pad", [1, 2, 4])
+def test_crop_offsets_reach_both_ends_over_many_seeds(pad):
+    seen_y, seen_x = set(), set()
+    for seed in range(200):
+        oy, ox, _ = draw_augmentation(np.random.default_rng(seed), 8, pad)
+        seen_y.update(oy.tolist())
+        seen_x.update(ox.tolist())
+    assert seen_y == seen_x == set(range(2 * pad + 1))
+
+
+@pytest.mark.parametrize("pad", [2, 4])
+def test_augmented_batches_show_every_crop_offset(pad):
+    """Through the loader: a constant image, zero-padded and cropped, shows its offset as rows
+    and columns of zeros (the mean colour) at the top/left (offset < pad) or bottom/right."""
+    x = np.full((64, 3, 8, 8), 200, dtype=np.uint8)
+    y = np.zeros(64, dtype=np.int64)
+    offsets_y, offsets_x = set(), set()
+    for epoch in range(3):
+        for xb, _ in iterate_batches(x, y, 64, (0.5,) * 3, (0.25,) * 3, shuffle=False, augment=True,
+                                     seed=1, epoch=epoch, dtype="float64", pad=pad):
+            zero = backend.to_host(xb)[:, 0] == 0                      # (N, H, W)
+            rows, cols = zero.all(axis=2), zero.all(axis=1)            # (N, H), (N, W)
+            for r, c in zip(rows, cols):
+                top, bottom = int(r[:pad].sum()), int(r[-pad:].sum())
+                left, right = int(c[:pad].sum()), int(c[-pad:].sum())
+                offsets_y.add(pad - top + bottom)
+                offsets_x.add(pad - left + right)
+    assert offsets_y == offsets_x == set(range(2 * pad + 1))

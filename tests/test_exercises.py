@@ -266,7 +266,195 @@ def test_command_line_in_process(tmp_path, repo_root, capsys):
                           (["check", "softmax", stub], "no exercise 'softmax'"),
                           (["check", "linear", tmp_path / "missing.py"], "no such file"),
                           (["check", "conv2d", stub], "missing: col2im, conv2d_forward, conv2d_backward"),
-                          (["check", "linear", stub, "--examples", "0"], "expected an integer >= 1")]:
+                          (["check", "linear", stub, "--examples", "0"], "expected an integer from 1 to")]:
         status, _, err = exit_status(argv, capsys)
         assert status == 2 and message in err, err
         assert len(err.strip().splitlines()) == 1 or "usage" in err
+
+
+# ----------------------------------------------------------------------------- planted students
+# Each student below is wrong in a way the checker must not let through; the test names the
+# property that must fail and what its message must say. Several of them passed every property
+# before (a mutation audit: tests/mutate.py), which is why each exists.
+
+CHECKER_SRC = "npse/exercises/checker.py"
+
+
+def linear_student(tmp_path, forward="x @ weight.T", dx="dy @ weight", dweight="dy.T @ x",
+                   extra=""):
+    """A linear student with one piece replaced; ``extra`` runs first in the backward pass."""
+    source = f"""
+        import numpy as np
+
+        def linear_forward(x, weight, bias=None):
+            y = {forward}
+            return (y if bias is None else y + bias), (x, weight, bias)
+
+        def linear_backward(dy, cache):
+            x, weight, bias = cache
+            {extra}
+            return {dx}, {dweight}, (dy.sum(axis=0) if bias is not None else None)
+    """
+    return write(tmp_path, "linear", source)
+
+
+def test_the_linear_student_template_is_right(tmp_path):
+    assert failing(check("linear", linear_student(tmp_path))) == {}
+
+
+def test_a_nan_gradient_fails_and_says_nan(tmp_path):
+    bad = failing(check("linear", linear_student(tmp_path, dweight="dy.T @ x * np.nan")))
+    assert set(bad) == {GRADIENTS.format("linear_backward"), "linear_backward matches npse's reference"}
+    for r in bad.values():
+        assert r.message.startswith("dweight holds") and "NaN or infinite" in r.message
+
+
+def test_an_infinite_output_fails_the_forward_property(tmp_path):
+    bad = failing(check("linear", linear_student(tmp_path, forward="np.full_like(x @ weight.T, np.inf)")))
+    assert bad["linear_forward matches npse's reference"].message.startswith("y holds")
+
+
+@pytest.mark.parametrize("extra, name", [
+    ("if bias is not None: bias += 0.5", "bias"),     # through the cache: the caller's bias
+    ("dy *= 2", "dy"),                                 # the upstream gradient, in place
+    ("x[...] = 0", "x"),
+])
+def test_a_student_that_changes_its_inputs_in_place_fails(tmp_path, extra, name):
+    bad = failing(check("linear", linear_student(tmp_path, extra=extra)))
+    r = bad["inputs and dy are left unchanged"]
+    assert f"modified {name} in place" in r.message
+
+
+def test_a_batchnorm_with_another_eps_fails_the_forward_property(tmp_path):
+    """eps = 1e-3 instead of 1e-5 changes y by ~1e-4 relative: far above REFERENCE_TOLERANCE."""
+    source = BATCHNORM.replace("DX", BATCHNORM_DX).replace("eps=1e-5", "eps=1e-3")
+    bad = failing(check("batchnorm2d", write(tmp_path, "batchnorm2d", source)))
+    r = bad["batchnorm2d_forward matches npse's reference"]
+    assert r.message.startswith("y: relative error") and "allowed 1e-10" in r.message
+    # Forward and backward agree with each other: the gradient check cannot see it.
+    assert GRADIENTS.format("batchnorm2d_backward") not in bad
+
+
+def test_a_gradient_off_by_a_relative_1e_4_fails(tmp_path):
+    """A dropped term worth 1e-4 of the gradient: both gradient properties must see it."""
+    bad = failing(check("linear", linear_student(tmp_path, dweight="dy.T @ x - 1e-4 * (dy.T @ x)")))
+    assert set(bad) == {GRADIENTS.format("linear_backward"), "linear_backward matches npse's reference"}
+    for r in bad.values():
+        assert r.message.startswith("dweight: relative error")
+
+
+def test_a_square_weight_used_untransposed_fails(tmp_path):
+    """x @ W instead of x @ W^T: only square weights get past the shapes, and the values differ."""
+    path = linear_student(tmp_path, forward="x @ (weight if weight.shape[0] == weight.shape[1] else weight.T)",
+                          dx="dy @ (weight.T if weight.shape[0] == weight.shape[1] else weight)",
+                          dweight="(x.T @ dy) if weight.shape[0] == weight.shape[1] else dy.T @ x")
+    bad = failing(check("linear", path, examples=50))   # 4 in 25 draws are square and larger than 1x1
+    r = bad["linear_forward matches npse's reference"]
+    assert r.message.startswith("y: relative error")
+    assert "O=1" not in r.case      # a 1x1 weight is its own transpose: the shrunk case is larger
+
+
+EXITS = """
+    import sys
+
+    def linear_forward(x, weight, bias=None):
+        sys.exit(0)
+
+    def linear_backward(dy, cache):
+        sys.exit(0)
+"""
+
+
+def test_sys_exit_in_a_function_is_a_failure_not_an_exit(tmp_path):
+    results = check("linear", write(tmp_path, "linear", EXITS), examples=2)
+    assert len(results) == 4
+    for r in results.values():
+        assert not r.passed and r.message.startswith("your code called sys.exit(0) (linear.py, line")
+
+
+def test_sys_exit_at_the_top_level_is_refused_with_one_line(tmp_path):
+    path = write(tmp_path, "linear", "import sys\nsys.exit(0)\n")
+    with pytest.raises(ValueError, match=r"importing .* called sys.exit\(0\)"):
+        load_student(path, EXERCISES["linear"])
+
+
+def test_command_line_sys_exit_does_not_end_the_check_with_status_0(tmp_path):
+    in_function = run_cli("check", "linear", write(tmp_path, "linear", EXITS), "--examples", "2")
+    assert in_function.returncode == 1
+    assert "called sys.exit(0)" in in_function.stdout and "4 of 4 properties fail." in in_function.stdout
+    (tmp_path / "top.py").write_text("import sys\nsys.exit(0)\n")
+    at_top = run_cli("check", "linear", tmp_path / "top.py")
+    assert at_top.returncode == 2
+    assert at_top.stdout == "" and len(at_top.stderr.splitlines()) == 1
+    assert "called sys.exit(0)" in at_top.stderr
+
+
+HANGS = """
+    def linear_forward(x, weight, bias=None):
+        while True:
+            try:
+                while True:
+                    pass
+            except BaseException:      # swallows every interruption: the checker still stops it
+                pass
+
+    def linear_backward(dy, cache):
+        while True:
+            pass
+"""
+
+
+def test_a_student_that_hangs_fails_after_the_time_limit(tmp_path):
+    ex = EXERCISES["linear"]
+    student = load_student(write(tmp_path, "linear", HANGS), ex)
+    results = run(ex, student, 5, out=lambda line: None, time_limit_s=0.2)
+    assert len(results) == 4
+    for r in results:
+        assert not r.passed and "took longer than 0.2 s" in r.message and r.case is not None
+
+
+def test_a_file_that_hangs_at_its_top_level_is_refused(tmp_path):
+    path = write(tmp_path, "linear", "while True:\n    pass\n")
+    with pytest.raises(ValueError, match="took longer than 0.2 s"):
+        load_student(path, EXERCISES["linear"], time_limit_s=0.2)
+
+
+def test_ctrl_c_ends_the_check_with_one_line(tmp_path):
+    import signal
+    path = write(tmp_path, "linear", HANGS.replace("except BaseException", "except ValueError"))
+    process = subprocess.Popen([sys.executable, "-m", "npse.exercises", "check", "linear", str(path),
+                                "--time-limit", "600"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(2):               # the two header lines: the check has begun
+            process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, (out, err)
+    assert err == "python -m npse.exercises: interrupted\n"
+
+
+def test_command_line_one_line_errors(tmp_path, capsys):
+    stub = EXERCISES["linear"].stub
+    (tmp_path / "a_file").write_text("")
+    for argv, message in [
+            (["check", "linear", stub, "--examples", "99999999999999999999"], "from 1 to 10000"),
+            (["check", "linear", stub, "--time-limit", "nan"], "seconds"),
+            (["check", "linear"], "required"),
+            (["start", "linear", tmp_path / "a_file"], "is a file, not a directory"),
+            (["start", "linear", "/proc/nope"], "cannot write /proc/nope/linear.py")]:
+        status, out, err = exit_status(argv, capsys)
+        assert status == 2 and message in err, (argv, err)
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_every_tolerance_of_the_checker_says_why(repo_root):
+    """Each tolerance constant of the checker comes with a comment giving the reason for its size."""
+    import npse.exercises.checker as checker
+    assert checker.REFERENCE_TOLERANCE <= 1e-10 and checker.GRADIENT_TOLERANCE <= 1e-6
+    source = (repo_root / CHECKER_SRC).read_text()
+    for name in ("GRADIENT_TOLERANCE = ", "REFERENCE_TOLERANCE = ", "TIME_LIMIT = "):
+        before = source[:source.index(name)].rstrip().splitlines()[-1]
+        assert before.startswith("#:"), name

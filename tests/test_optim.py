@@ -11,6 +11,8 @@ from npse.nn.module import Module, Parameter
 from npse.optim import SGD, Constant, MultiStep, WarmupCosine, he_multistep, skip_bn_and_bias
 
 SHAPES = {"conv.weight": (4, 3, 3, 3), "bn.weight": (4,), "bn.bias": (4,), "fc.weight": (2, 4)}
+# With skip_bn_and_bias: the conv and linear weights decay; BatchNorm's scale and shift do not.
+DECAYED_BY_FILTER = {"conv.weight", "fc.weight"}
 
 
 class Tiny(Module):
@@ -84,7 +86,8 @@ def test_sgd_matches_reference(momentum, nesterov, wd, flt):
     opt = SGD(model.named_parameters(), lr=0.0, momentum=momentum, nesterov=nesterov,
               weight_decay=wd, decay_filter=flt)
     run(model, opt, 12, lr)
-    decays = {n: flt is None or flt(n, p) for n, p in model.named_parameters()}
+    # Which parameters decay is written down here, not asked of the filter under test.
+    decays = {n: flt is None or n in DECAYED_BY_FILTER for n in SHAPES}
     want = reference_sgd(start, ref_grads, 12, lr, momentum, nesterov, wd, decays)
     for n, p in model.named_parameters():
         np.testing.assert_allclose(p.data, want[n], rtol=1e-12, atol=1e-14, err_msg=n)
@@ -342,3 +345,59 @@ def test_schedule_errors():
         Constant(0.1)(-1)
     with pytest.raises(ValueError, match="iteration index"):
         MultiStep(0.1, [5])(1.5)
+
+
+# --- SGD's update written out, one formula per kind of parameter -------------------------------
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("use_filter", [False, True])
+def test_two_steps_written_out(nesterov, use_filter):
+    """Two steps of torch.optim.SGD's rule, written out by hand for each parameter:
+
+        g_t = grad_t + wd * p_{t-1}          (wd = 0 for BN/bias when the filter is on)
+        b_1 = g_1,   b_t = m * b_{t-1} + g_t
+        d_t = g_t + m * b_t  (Nesterov)   or   b_t
+        p_t = p_{t-1} - lr_t * d_t
+    """
+    lr1, lr2, m, wd = 0.1, 0.05, 0.9, 0.01
+    model = Tiny()
+    p0 = {n: p.data.copy() for n, p in model.named_parameters()}
+    grads = [{n: np.full(SHAPES[n], 0.5) for n in SHAPES},
+             {n: np.linspace(-1, 1, int(np.prod(SHAPES[n]))).reshape(SHAPES[n]) for n in SHAPES}]
+    opt = SGD(model.named_parameters(), lr=lr1, momentum=m, nesterov=nesterov, weight_decay=wd,
+              decay_filter=skip_bn_and_bias if use_filter else None)
+    for step, lr in enumerate((lr1, lr2)):
+        for n, p in model.named_parameters():
+            p.grad[...] = grads[step][n]
+        opt.lr = lr
+        opt.step()
+    for n, p in model.named_parameters():
+        decay = wd if (not use_filter or n in ("conv.weight", "fc.weight")) else 0.0
+        g1 = grads[0][n] + decay * p0[n]
+        b1 = g1
+        p1 = p0[n] - lr1 * ((g1 + m * b1) if nesterov else b1)
+        g2 = grads[1][n] + decay * p1
+        b2 = m * b1 + g2
+        p2 = p1 - lr2 * ((g2 + m * b2) if nesterov else b2)
+        np.testing.assert_allclose(p.data, p2, rtol=1e-13, atol=1e-15, err_msg=n)
+
+
+def test_decay_filter_on_a_real_model():
+    """A second guard for skip_bn_and_bias, on a SE-ResNet's own parameter names: every conv and
+    linear weight decays; every BatchNorm scale/shift and every bias does not."""
+    from npse.models import build_model
+    model = build_model("se_resnet8", widths=(4, 8, 8), se_reduction=2)
+    verdicts = {n: skip_bn_and_bias(n, p) for n, p in model.named_parameters()}
+    exempt = {n for n, decays in verdicts.items() if not decays}
+    assert exempt and exempt == {n for n, p in model.named_parameters()
+                                 if n.endswith(".bias") or p.data.ndim == 1}
+    assert all(n.endswith(".weight") and p.data.ndim >= 2
+               for n, p in model.named_parameters() if verdicts[n])
+    # And through SGD: with zero gradients, only the decayed parameters move.
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    opt = SGD(model.named_parameters(), lr=1.0, weight_decay=0.5, decay_filter=skip_bn_and_bias)
+    opt.zero_grad()
+    opt.step()
+    for n, p in model.named_parameters():
+        moved = not np.array_equal(p.data, before[n])
+        assert moved == (n not in exempt) or not before[n].any(), n

@@ -116,3 +116,31 @@ def test_parameter_free_layers_take_either_float_dtype(layer, dtype):
     y = layer(x)
     assert y.dtype == dtype
     assert layer.backward(np.ones_like(y)).dtype == dtype
+
+
+def first_maximum_backward(x, dy, kernel, stride, padding):
+    """Max pooling's dx written as loops: each window's dy goes to its first maximum in row-major
+    order (numpy's argmax over the flattened window; -inf padding never wins)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, w = x.shape
+    padded = np.full((n, c, h + 2 * ph, w + 2 * pw), -np.inf)
+    padded[:, :, ph:ph + h, pw:pw + w] = x
+    dx = np.zeros_like(padded)
+    for i, j, r, q in np.ndindex(*dy.shape):
+        window = padded[i, j, r * sh:r * sh + kh, q * sw:q * sw + kw]
+        k = int(np.argmax(window))                      # the first of equal maxima
+        dx[i, j, r * sh + k // kw, q * sw + k % kw] += dy[i, j, r, q]
+    return dx[:, :, ph:ph + h, pw:pw + w]
+
+
+@given(case=pool_cases)
+def test_maxpool2d_ties_go_to_the_first_maximum_on_drawn_windows(case):
+    """A second guard for the tie rule, on drawn geometries whose inputs are full of ties
+    (values from {0, 1, 2}): dx equals the loops above, entry for entry."""
+    rng = np.random.default_rng(case.seed)
+    x = rng.integers(0, 3, (case.n, case.c, case.h, case.w)).astype(np.float64)
+    pool = nn.MaxPool2d(case.kernel, case.stride, case.padding, dtype="float64")
+    y = pool(x)
+    dy = rng.integers(1, 10, y.shape).astype(np.float64)
+    np.testing.assert_array_equal(pool.backward(dy), first_maximum_backward(
+        x, dy, case.kernel, case.stride, case.padding))

@@ -242,3 +242,123 @@ def test_overfits_256_random_images(tmp_path):
                          quiet=True)
     final = train(config, log=None)
     assert final["train_acc"] >= 0.95, final
+
+
+# ----------------------------------------------------------------------------- the loop's wiring
+# What the loop records is checked against values the test computes itself: a wrong argument in
+# the loop (mean and std swapped, warm-up epochs used as steps) changes every number it records
+# and nothing else would notice.
+
+def read_cifar_bin(path):
+    """(uint8 images (N, 3, 32, 32), int64 labels) read with plain NumPy: 1 label + 3072 bytes."""
+    raw = np.fromfile(path, dtype=np.uint8).reshape(-1, 3073)
+    return raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].astype(np.int64)
+
+
+def keep_every_checkpoint(monkeypatch):
+    """Make the loop leave a copy of each epoch's checkpoint, OUT/epoch-<e>.npz."""
+    import shutil
+    real = T.write_epoch
+
+    def write_and_keep(out, model, optimizer, config, record, meta, metrics):
+        real(out, model, optimizer, config, record, meta, metrics)
+        shutil.copyfile(out / "checkpoint.npz", out / f"epoch-{record['epoch']}.npz")
+
+    monkeypatch.setattr(T, "write_epoch", write_and_keep)
+
+
+def test_recorded_test_metrics_are_an_evaluation_of_each_epochs_checkpoint(tmp_path, data_dir,
+                                                                           monkeypatch):
+    keep_every_checkpoint(monkeypatch)
+    train(tiny(tmp_path, data_dir), log=None)
+    folder = data_dir / "cifar-10-batches-bin"
+    x_train = np.concatenate([read_cifar_bin(folder / f"data_batch_{i}.bin")[0] for i in range(1, 6)])
+    x_test, y_test = read_cifar_bin(folder / "test_batch.bin")
+    # The recipe's normalisation, from the training images: per channel, in [0, 1] units.
+    pixels = x_train.astype(np.float64) / 255
+    mean, std = pixels.mean(axis=(0, 2, 3)), pixels.std(axis=(0, 2, 3))
+    inputs = ((x_test / 255 - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+    from npse.train import load_model_for_inference
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [m["epoch"] for m in records] == [1, 2]
+    for m in records:
+        model, meta = load_model_for_inference(tmp_path / "run" / f"epoch-{m['epoch']}.npz")
+        np.testing.assert_allclose(meta["mean"], mean, rtol=1e-12)
+        np.testing.assert_allclose(meta["std"], std, rtol=1e-12)
+        with T.no_grad():
+            logits = np.asarray(model(inputs), dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = -log_p[np.arange(len(y_test)), y_test].mean()
+        acc = (logits.argmax(axis=1) == y_test).mean()
+        # float32 forward passes whose input differs in the last bits: the loss agrees to ~1e-6.
+        assert m["test_loss"] == pytest.approx(loss, rel=1e-4), m
+        assert m["test_acc"] == acc, m
+
+
+def recipe_lr(kind, t, base, steps_per_epoch, epochs, warmup_epochs=0):
+    """The recipe's learning rate at step t (0-based), written out from docs/11-training.md."""
+    total = steps_per_epoch * epochs
+    if kind == "cosine":
+        warmup = warmup_epochs * steps_per_epoch          # warm-up is counted in epochs
+        if t < warmup:
+            return base * (t + 1) / warmup                # linear, reaching base at t = warmup - 1
+        return base / 2 * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+    if kind == "multistep":                               # / 10 at 50% and at 75% of the steps
+        return base * 0.1 ** ((t >= total // 2) + (t >= 3 * total // 4))
+    return base
+
+
+@pytest.mark.parametrize("kind, epochs, warmup", [("cosine", 3, 2), ("multistep", 4, 0)])
+def test_every_learning_rate_follows_the_recipe(tmp_path, data_dir, monkeypatch, kind, epochs,
+                                                warmup):
+    used, seen = [], []      # the lr of each step; (loss * batch, correct, batch) of each step
+    real_step = T.train_step
+
+    def step_and_note(model, loss_fn, optimizer, xb, yb):
+        used.append(optimizer.lr)
+        logits, loss, dx = real_step(model, loss_fn, optimizer, xb, yb)
+        hits = int((np.asarray(logits).argmax(axis=1) == np.asarray(yb)).sum())
+        seen.append((float(loss) * len(yb), hits, len(yb)))
+        return logits, loss, dx
+
+    monkeypatch.setattr(T, "train_step", step_and_note)
+    train(tiny(tmp_path, data_dir, epochs=epochs, schedule=kind, warmup_epochs=warmup, lr=0.05),
+          log=None)
+    steps = 7                                            # 100 images in batches of 16
+    want = [recipe_lr(kind, t, 0.05, steps, epochs, warmup) for t in range(steps * epochs)]
+    assert used == pytest.approx(want, rel=1e-12, abs=0)
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    # Each epoch records the rate of its last step.
+    assert [m["lr"] for m in records] == pytest.approx(want[steps - 1::steps], rel=1e-12, abs=0)
+    # And the training loss and accuracy of the steps it took (summed here, from the outside).
+    for e, m in enumerate(records):
+        loss_sum, hits, count = map(sum, zip(*seen[e * steps:(e + 1) * steps]))
+        assert count == 100
+        assert m["train_acc"] == hits / count
+        assert m["train_loss"] == pytest.approx(loss_sum / count, rel=1e-12)
+
+
+@pytest.mark.parametrize("decay_bn_bias", [True, False])
+def test_decay_bn_bias_chooses_which_parameters_decay(tmp_path, data_dir, monkeypatch,
+                                                      decay_bn_bias):
+    """--decay-bn-bias on: every parameter decays; off: BatchNorm's and the biases' do not."""
+    made = []
+
+    class Recording(T.SGD):
+        def __init__(self, params, **kw):
+            params = list(params)
+            made.append((params, kw))
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(T, "SGD", Recording)
+    from npse.fast import FAST
+    T.prepare_run(tiny(tmp_path, data_dir, decay_bn_bias=decay_bn_bias), tmp_path / "run",
+                  lambda line: None, FAST)
+    (params, kw), = made
+    assert kw["weight_decay"] == 5e-4
+    keep = kw["decay_filter"] or (lambda name, p: True)
+    decayed = {n for n, p in params if keep(n, p)}
+    one_d = {n for n, p in params if p.data.ndim == 1}
+    assert one_d and any(n.endswith(".bias") for n in one_d)
+    assert decayed == ({n for n, _ in params} - (set() if decay_bn_bias else one_d))
