@@ -363,14 +363,14 @@ def run_cli(args, capsys):
 @pytest.mark.parametrize("args, message", [
     (["study", "sqeeze"], "unknown study 'sqeeze'"),
     (["study", "squeeze,nope"], "unknown study 'nope'"),
-    (["study", "squeeze", "--epochs", "0"], "--epochs must be >= 1"),
+    (["study", "squeeze", "--epochs", "0"], "--epochs: expected an integer >= 1"),
     (["study", "squeeze", "--depth", "9"], "6n+2"),
-    (["study", "squeeze", "--jobs", "0"], "--jobs must be an integer >= 1"),
-    (["study", "squeeze", "--seeds", "0"], "--seeds must be an integer >= 1"),
-    (["study", "squeeze", "--time-limit", "0"], "--time-limit must be > 0 minutes"),
+    (["study", "squeeze", "--jobs", "0"], "--jobs: expected an integer >= 1"),
+    (["study", "squeeze", "--seeds", "0"], "--seeds: expected an integer >= 1"),
+    (["study", "squeeze", "--time-limit", "0"], "--time-limit: expected a finite number > 0"),
     (["study", "squeeze", "--probe", "1,x"], "--probe takes positive integers"),
     (["study", "squeeze", "--probe", "0"], "--probe takes positive integers"),
-    (["study", "squeeze", "--probe", "1", "--time-limit", "-1"], "--time-limit must be > 0"),
+    (["study", "squeeze", "--probe", "1", "--time-limit", "-1"], "--time-limit: expected a finite"),
     (["study", "squeeze", "--report", "/nonexistent/npse-study"], "not a study folder"),
 ])
 def test_bad_input_is_one_line(args, message, capsys, tmp_path):
