@@ -321,3 +321,25 @@ def test_read_records_gives_images_or_one_line_errors(tmp_path, content, label_b
         _one_line_about(e, path)
         return
     assert x.shape == (len(content) // (label_bytes + 3072), 3, 32, 32) and x.dtype == np.uint8
+
+
+SOURCE_GARBAGE = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),
+    st.sampled_from([b"raise KeyboardInterrupt\n", b"raise SystemExit('bye')\n",
+                     b"raise ValueError('two\\nlines')\n", b"import sys; sys.exit()\n",
+                     b"def linear_forward(:\n", b"x = 1 / 0\n", b"\x00\x01",
+                     b"raise BaseException('odd')\n", b"linear_forward = 3\n"]))
+
+
+@FUZZ
+@given(source=SOURCE_GARBAGE)
+def test_loading_a_student_file_gives_a_module_or_one_line_errors(tmp_path, source):
+    from npse.exercises import exercises
+    from npse.exercises.checker import load_student
+    path = tmp_path / "student.py"
+    path.write_bytes(source)
+    try:
+        load_student(path, exercises()["linear"], time_limit_s=5)
+    except (ValueError, FileNotFoundError) as e:
+        _one_line_about(e, path)

@@ -180,9 +180,11 @@ def load_student(path, exercise: Exercise, time_limit_s=TIME_LIMIT):
     except TimeLimitExceeded:
         raise ValueError(f"exercise {exercise.name}: importing {path} took longer than "
                          f"{time_limit_s:g} s (an infinite loop at the top level?)") from None
-    except Exception as e:                    # an error at the file's top level
+    except BaseException as e:                # an error at the file's top level, whatever its
+        # kind: a real Ctrl-C never arrives here (the command line ends the process itself),
+        # so a KeyboardInterrupt or a bare BaseException is the file's own doing.
         raise ValueError(f"exercise {exercise.name}: importing {path} raised "
-                         f"{type(e).__name__}: {e}") from None
+                         f"{type(e).__name__}: {' '.join(str(e).split())}") from None
     missing = [f for f in exercise.functions if not callable(getattr(module, f, None))]
     if missing:
         raise ValueError(f"exercise {exercise.name}: {path} must define {', '.join(exercise.functions)}; "
