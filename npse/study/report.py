@@ -243,7 +243,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_yticks(range(len(arms)))
     ax.set_yticklabels([a["arm"] for a in reversed(arms)])
     ax.set_xlabel("CIFAR-10 test accuracy, % (dots: seeds; tick: mean)\nbars: reference mean + "
-                  "d, 95% CI (thick) and simultaneous CI (thin); red: Holm p < 0.05;\nno bar: "
+                  "d, 95% CI (thick) and simultaneous CI (thin); red: Holm p < 0.05, grey: not;\nno bar: "
                   "no noise estimate for that network", fontsize=9)
     title = f"npse study {results['study']}"
     if results["protocol"].get("quick"):
