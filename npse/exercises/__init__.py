@@ -16,5 +16,6 @@ from __future__ import annotations
 
 def exercises() -> dict:
     """{name: Exercise} in the order of the chapters (imported on demand: they need hypothesis)."""
-    from . import batchnorm2d, conv2d, linear, maxpool2d, se_block
-    return {m.EXERCISE.name: m.EXERCISE for m in (linear, conv2d, maxpool2d, batchnorm2d, se_block)}
+    from . import activations, batchnorm2d, conv2d, cross_entropy, linear, maxpool2d, se_block
+    return {m.EXERCISE.name: m.EXERCISE
+            for m in (linear, activations, cross_entropy, conv2d, maxpool2d, batchnorm2d, se_block)}

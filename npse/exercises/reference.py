@@ -10,7 +10,10 @@ from npse.nn.batchnorm2d import batchnorm2d_backward
 from npse.nn.batchnorm2d import batchnorm2d_forward as _batchnorm2d_forward
 from npse.nn.conv2d import conv2d_backward as _conv2d_backward
 from npse.nn.conv2d import conv2d_forward as _conv2d_forward
-from npse.nn.im2col import col2im  # noqa: F401  (the exercise's function, as it is)
+from npse.nn.activations import (sigmoid_backward, sigmoid_forward, tanh_backward,  # noqa: F401
+                                 tanh_forward)
+from npse.nn.im2col import col2im, im2col  # noqa: F401  (the exercises' functions, as they are)
+from npse.nn.loss import cross_entropy_backward, cross_entropy_forward  # noqa: F401
 from npse.nn.linear import linear_backward, linear_forward  # noqa: F401
 from npse.nn.pooling import maxpool2d_backward, maxpool2d_forward  # noqa: F401
 from npse.nn.se_block import se_block_backward, se_block_forward  # noqa: F401
