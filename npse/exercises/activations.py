@@ -17,7 +17,7 @@ from ..nn.activations import sigmoid_backward, sigmoid_forward, tanh_backward, t
 from .cases import rng, seeds
 from .checker import (GRADIENT_TOLERANCE, Exercise, Failed, Property, central_differences,
                       expect_close, numerical_trouble, show, strict_floats)
-from .layer import Layer, layer_properties, upstream
+from .layer import Layer, labelled, layer_properties, upstream
 
 #: exp(x) is inf in float64 from x = 709.79 on; the tail cases hold entries beyond it, both signs.
 OVERFLOW = 709.79
@@ -98,14 +98,6 @@ def tails_property(layer, advice):
                     f"overflow at {OVERFLOW:g}): no overflow, no NaN, right values", tail_cases, check)
 
 
-def _labelled(properties, label):
-    """The shared property names, made unique per function (two layers in one exercise)."""
-    for p in properties:
-        if p.name.startswith("inputs"):
-            p.name = f"{label}: {p.name}"
-    return properties
-
-
 SIGMOID = Layer("sigmoid_forward", "sigmoid_backward", ("x",), make,
                 lambda a, o: sigmoid_forward(a["x"])[0],
                 lambda a, o, dy: (sigmoid_backward(dy, sigmoid_forward(a["x"])[1]),))
@@ -117,8 +109,8 @@ EXERCISE = Exercise(
     "activations", "docs/04-activations.md",
     "sigmoid and tanh, forward and backward, stable for large |x| (no overflow, no NaN)",
     ("sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward"),
-    _labelled(layer_properties(SIGMOID, cases), "sigmoid")
+    labelled(layer_properties(SIGMOID, cases), "sigmoid")
     + [tails_property(SIGMOID, SIGMOID_ADVICE)]
-    + _labelled(layer_properties(TANH, cases), "tanh")
+    + labelled(layer_properties(TANH, cases), "tanh")
     + [tails_property(TANH, TANH_ADVICE)],
 )

@@ -123,3 +123,12 @@ def layer_properties(layer: Layer, cases) -> list:
         Property(f"{layer.backward} matches npse's reference", cases, backward_matches),
         Property("inputs and dy are left unchanged", cases, leaves_inputs),
     ]
+
+
+def labelled(properties, label):
+    """``properties`` with the shared "inputs and dy are left unchanged" named after ``label``, so
+    that two layers in one exercise give properties of different names."""
+    for p in properties:
+        if p.name.startswith("inputs"):
+            p.name = f"{label}: {p.name}"
+    return properties

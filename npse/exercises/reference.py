@@ -15,7 +15,9 @@ from npse.nn.activations import (sigmoid_backward, sigmoid_forward, tanh_backwar
 from npse.nn.im2col import col2im, im2col  # noqa: F401  (the exercises' functions, as they are)
 from npse.nn.loss import cross_entropy_backward, cross_entropy_forward  # noqa: F401
 from npse.nn.linear import linear_backward, linear_forward  # noqa: F401
-from npse.nn.pooling import maxpool2d_backward, maxpool2d_forward  # noqa: F401
+from npse.nn.pooling import (avgpool2d_backward, avgpool2d_forward,  # noqa: F401
+                             global_avgpool2d_backward, global_avgpool2d_forward,
+                             maxpool2d_backward, maxpool2d_forward)
 from npse.nn.se_block import se_block_backward, se_block_forward  # noqa: F401
 
 
