@@ -19,6 +19,7 @@ from npse.nn.pooling import (avgpool2d_backward, avgpool2d_forward,  # noqa: F40
                              global_avgpool2d_backward, global_avgpool2d_forward,
                              maxpool2d_backward, maxpool2d_forward)
 from npse.nn.se_block import se_block_backward, se_block_forward  # noqa: F401
+from npse.nn.shortcut import shortcut_a_backward, shortcut_a_forward  # noqa: F401
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
