@@ -14,7 +14,8 @@ from ..nn.im2col import col2im as reference_col2im
 from ..nn.im2col import conv_output_size
 from ..nn.im2col import im2col as reference_im2col
 from .cases import rng, windows
-from .checker import REFERENCE_TOLERANCE, Exercise, Failed, Property, expect_array, expect_close, show, unchanged
+from .checker import (REFERENCE_TOLERANCE, Exercise, Failed, Property, expect_array, expect_close,
+                      show, unchanged)
 
 cases = windows()
 
