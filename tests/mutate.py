@@ -159,6 +159,8 @@ MUTANTS = [
     Mutant("checker's upstream gradient is all ones", "npse/exercises/layer.py",
            "return numpy.random.default_rng([seed, 7]).standard_normal(shape)",
            "return numpy.ones(shape)", (EX,)),
+    Mutant("checker lets an overflow through", "npse/exercises/checker.py",
+           'over="raise"', 'over="ignore"', (EX, "-k", "activations or cross_entropy")),
     Mutant("--examples unbounded", "npse/exercises/__main__.py",
            "not 1 <= int(text) <= MAX_EXAMPLES", "not 1 <= int(text)",
            (EX, "-k", "one_line_errors"), timeout=60),     # the unbounded check never ends

@@ -38,7 +38,7 @@ def repo_root(request):
 def test_reference_passes_every_property(name, repo_root):
     results = check(name, repo_root / REFERENCE)
     assert [r.message for r in results.values() if not r.passed] == []
-    assert len(results) >= 4
+    assert len(results) >= 3
 
 
 @pytest.mark.parametrize("name", list(EXERCISES))
@@ -254,6 +254,17 @@ def exit_status(argv, capsys):
     return status, out, err
 
 
+def test_every_layer_chapter_has_an_exercise():
+    chapters = {ex.chapter for ex in EXERCISES.values()}
+    assert len(EXERCISES) >= 10
+    assert {f"docs/{c}.md" for c in ("03-linear", "04-activations", "05-loss", "06-conv2d", "07-pooling",
+                                      "08-batchnorm2d", "09-se-block", "10-se-resnet", "11-training")} <= chapters
+    for ex in EXERCISES.values():
+        assert ex.stub.is_file()
+        prose = " ".join((ex.stub.parents[3] / ex.chapter).read_text().split())
+        assert f"python -m npse.exercises start {ex.name} DIR" in prose, ex.name
+
+
 def test_command_line_in_process(tmp_path, repo_root, capsys):
     status, out, _ = exit_status(["check", "se_block", repo_root / REFERENCE], capsys)  # 25 cases
     assert status == 0 and "all 4 properties hold." in out
@@ -458,3 +469,312 @@ def test_every_tolerance_of_the_checker_says_why(repo_root):
     for name in ("GRADIENT_TOLERANCE = ", "REFERENCE_TOLERANCE = ", "TIME_LIMIT = "):
         before = source[:source.index(name)].rstrip().splitlines()[-1]
         assert before.startswith("#:"), name
+
+
+# ----------------------------------------------------------------------------- the exercises of issue 23
+# For each: a student written from the chapter passes; planted mistakes fail the property meant to
+# catch them, with a message (or hint) that names the mistake.
+
+ACTIVATIONS = """
+    import numpy as np
+
+    def sigmoid_forward(x):
+        SIGMOID
+        return y, y
+
+    def sigmoid_backward(dy, y):
+        SIGMOID_GRAD
+
+    def tanh_forward(x):
+        TANH
+        return y, y
+
+    def tanh_backward(dy, y):
+        return dy * (1 - y * y)
+"""
+STABLE = {"SIGMOID": "e = np.exp(-np.abs(x)); y = np.where(x >= 0, 1, e) / (1 + e)",
+          "SIGMOID_GRAD": "return dy * y * (1 - y)",
+          "TANH": "e = np.exp(-2 * np.abs(x)); y = np.sign(x) * (1 - e) / (1 + e)"}
+TAILS = "{0}_forward/{0}_backward on large |x| (up to 1000, beyond exp's overflow at 709.79): no overflow, no NaN, right values"
+
+
+def activations_student(tmp_path, **replace):
+    source = ACTIVATIONS
+    for key in ("SIGMOID_GRAD", "SIGMOID", "TANH"):
+        source = source.replace(key, replace.get(key, STABLE[key]))
+    return write(tmp_path, "activations", source)
+
+
+def test_activations_stable_student_passes(tmp_path):
+    assert failing(check("activations", activations_student(tmp_path))) == {}
+
+
+def test_activations_naive_sigmoid_overflows_and_is_caught(tmp_path):
+    """1 / (1 + exp(-x)) returns the right 0 for x = -800, but only through exp(800) = inf."""
+    bad = failing(check("activations", activations_student(tmp_path, SIGMOID="y = 1 / (1 + np.exp(-x))")))
+    assert list(bad) == [TAILS.format("sigmoid")]
+    message = bad[TAILS.format("sigmoid")].message
+    assert "floating-point error" in message and "overflow encountered in exp" in message
+    assert "activations.py, line" in message and "hint: exp(t) overflows" in message
+
+
+def test_activations_nan_gradient_and_naive_tanh_are_caught(tmp_path):
+    nan_grad = "return dy * np.exp(-np.log(y / (1 - y))) / (1 + np.exp(-np.log(y / (1 - y)))) ** 2"
+    naive_tanh = "y = (np.exp(x) - np.exp(-x)) / (np.exp(x) + np.exp(-x))"
+    bad = failing(check("activations", activations_student(tmp_path, SIGMOID_GRAD=nan_grad, TANH=naive_tanh)))
+    assert set(bad) == {TAILS.format("sigmoid"), TAILS.format("tanh")}
+    for r in bad.values():
+        assert "floating-point error" in r.message and "hint:" in r.message
+
+
+CROSS_ENTROPY = """
+    import numpy as np
+
+    def cross_entropy_forward(logits, targets):
+        z = SHIFT
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return -log_p[np.arange(len(targets)), targets].mean(), (log_p, targets)
+
+    def cross_entropy_backward(cache):
+        log_p, targets = cache
+        d = np.exp(log_p)
+        d[np.arange(len(targets)), targets] -= 1
+        return d / DIVISOR
+"""
+
+
+def cross_entropy_student(tmp_path, shift="logits - logits.max(axis=1, keepdims=True)", divisor="len(targets)"):
+    return write(tmp_path, "cross_entropy", CROSS_ENTROPY.replace("SHIFT", shift).replace("DIVISOR", divisor))
+
+
+def test_cross_entropy_student_passes_and_a_missing_max_shift_is_caught(tmp_path):
+    assert failing(check("cross_entropy", cross_entropy_student(tmp_path))) == {}
+    bad = failing(check("cross_entropy", cross_entropy_student(tmp_path, shift="logits")))
+    large = "large logits (each row shifted by 700 to 1000): no overflow, the same loss and gradient"
+    assert list(bad) == [large]
+    assert "floating-point error" in bad[large].message
+    assert "subtract the row's maximum before exp" in bad[large].message
+
+
+def test_cross_entropy_gradient_without_the_mean_is_caught(tmp_path):
+    bad = failing(check("cross_entropy", cross_entropy_student(tmp_path, divisor="1")))
+    r = bad["cross_entropy_backward: gradient matches central differences (float64, relative error <= 1e-06)"]
+    assert r.message.startswith("dlogits: relative error") and "the loss is the MEAN" in r.message
+    assert "N=1" not in r.case             # with one sample the sum is the mean
+
+
+IM2COL = """
+    import numpy as np
+
+    def im2col(x, kernel, stride, padding):
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        cols = np.empty((c, kh, kw, n, oh, ow))
+        for ky in range(kh):
+            for kx in range(kw):
+                cols[:, ky, kx] = xp[:, :, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw].transpose(1, 0, 2, 3)
+        return ORDER.reshape(c * kh * kw, -1)
+""" + CONV.split("from npse.exercises.stubs.conv2d import conv2d_forward")[1].split("def conv2d_backward")[0]
+
+
+def im2col_student(tmp_path, order="cols", op="+="):
+    return write(tmp_path, "im2col", IM2COL.replace("ORDER", order).replace(" OP ", f" {op} "))
+
+
+def test_im2col_student_passes_and_col2im_with_assignment_is_caught(tmp_path):
+    assert failing(check("im2col", im2col_student(tmp_path))) == {}
+    bad = failing(check("im2col", im2col_student(tmp_path, op="=")))
+    assert "im2col matches npse's im2col" not in bad
+    assert "+=, not =" in bad["col2im matches npse's col2im"].message
+    assert any(name.startswith("col2im is the adjoint of im2col") for name in bad)
+
+
+def test_im2col_with_rows_in_the_wrong_order_is_caught(tmp_path):
+    bad = failing(check("im2col", im2col_student(tmp_path, order="cols.transpose(1, 2, 0, 3, 4, 5)")))
+    assert "rows are ordered (ky, kx, c)" in bad["im2col matches npse's im2col"].message
+    adjoint = [r for name, r in bad.items() if name.startswith("col2im is the adjoint")]
+    assert adjoint and "lies in your im2col" in adjoint[0].message
+
+
+AVGPOOL = """
+    import numpy as np
+
+    def avgpool2d_forward(x, kernel_size, stride, padding):
+        (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+        n, c, h, w = x.shape
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        real = np.pad(np.ones((h, w)), ((ph, ph), (pw, pw)))
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        y, count = np.zeros((n, c, oh, ow)), np.zeros((oh, ow))
+        for ky in range(kh):
+            for kx in range(kw):
+                y += xp[:, :, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw]
+                count += real[ky:ky + sh * oh:sh, kx:kx + sw * ow:sw]
+        divisor = DIVISOR
+        return y / divisor, (x.shape, kernel_size, stride, padding, divisor)
+
+    def avgpool2d_backward(dy, cache):
+        (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), divisor = cache
+        oh, ow = dy.shape[2:]
+        dx = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+        for ky in range(kh):
+            for kx in range(kw):
+                dx[:, :, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw] += dy / divisor
+        return dx[:, :, ph:ph + h, pw:pw + w]
+
+    def global_avgpool2d_forward(x):
+        return x.mean(axis=(2, 3)), x.shape
+
+    def global_avgpool2d_backward(dz, shape):
+        return np.broadcast_to(dz[:, :, None, None] / (GLOBAL), shape).copy()
+"""
+
+
+def avgpool_student(tmp_path, divisor="kh * kw", global_divisor="shape[2] * shape[3]"):
+    return write(tmp_path, "avgpool2d", AVGPOOL.replace("DIVISOR", divisor).replace("GLOBAL", global_divisor))
+
+
+def test_avgpool2d_student_passes_and_the_real_pixel_divisor_is_caught(tmp_path):
+    assert failing(check("avgpool2d", avgpool_student(tmp_path))) == {}
+    bad = failing(check("avgpool2d", avgpool_student(tmp_path, divisor="count")))
+    # Forward and backward agree with each other: only the comparisons with npse can see it.
+    assert set(bad) == {"avgpool2d_forward matches npse's reference", "avgpool2d_backward matches npse's reference"}
+    for r in bad.values():
+        assert "count_include_pad=True" in r.message and "padding (0, 0)" not in r.case
+
+
+def test_global_avgpool_backward_without_the_mean_is_caught(tmp_path):
+    bad = failing(check("avgpool2d", avgpool_student(tmp_path, global_divisor="1")))
+    r = bad[GRADIENTS.format("global_avgpool2d_backward")]
+    assert r.message.startswith("dx: relative error") and "dz / (H*W)" in r.message
+    assert all(name.startswith("global") for name in bad)
+
+
+SHORTCUT = """
+    import numpy as np
+
+    def shortcut_a_forward(x, out_channels, stride):
+        n, c = x.shape[:2]
+        before = BEFORE
+        sub = x[:, :, ::stride, ::stride]
+        y = np.zeros((n, out_channels) + sub.shape[2:])
+        y[:, before:before + c] = sub
+        return y, (x.shape, before, stride)
+
+    def shortcut_a_backward(dy, cache):
+        shape, before, stride = cache
+        dx = np.zeros(shape)
+        dx[PIXELS] = dy[:, before:before + shape[1]]
+        return dx
+"""
+
+
+def shortcut_student(tmp_path, before="(out_channels - c) // 2", pixels=":, :, ::stride, ::stride"):
+    return write(tmp_path, "shortcut_a", SHORTCUT.replace("BEFORE", before).replace("PIXELS", pixels))
+
+
+def test_shortcut_a_student_passes_and_padding_on_one_side_is_caught(tmp_path):
+    assert failing(check("shortcut_a", shortcut_student(tmp_path))) == {}
+    bad = failing(check("shortcut_a", shortcut_student(tmp_path, before="0")))
+    r = bad["shortcut_a_forward matches npse's reference"]
+    assert "zero channels come after x's" in r.message
+    assert "(C_out - C) // 2" in bad["shortcut_a_backward matches npse's reference"].message
+    assert GRADIENTS.format("shortcut_a_backward") not in bad      # consistent with its own forward
+
+
+def test_shortcut_a_backward_to_the_wrong_pixels_is_caught(tmp_path):
+    bad = failing(check("shortcut_a", shortcut_student(tmp_path, pixels=":, :, :dy.shape[2], :dy.shape[3]")))
+    assert "shortcut_a_forward matches npse's reference" not in bad
+    assert GRADIENTS.format("shortcut_a_backward") in bad
+    assert "must send each entry of d back" in bad["the backward pass is the adjoint of the forward: <A x, d> == <x, A^T d>"].message
+
+
+SGD_STUDENT = """
+    import numpy as np
+
+    def sgd_step(param, grad, buffer, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        g = DECAYED
+        if momentum:
+            b = FIRST if buffer is None else momentum * buffer + g
+            g = NESTEROV
+        else:
+            b = None
+        return param - lr * (g + LATE_DECAY), b
+"""
+SGD_RIGHT = dict(DECAYED="grad + weight_decay * param", FIRST="g", NESTEROV="g + momentum * b if nesterov else b",
+                 LATE_DECAY="0")
+SGD_PROPERTIES = ["one step from no buffer matches chapter 11's formulas (the first buffer is g)",
+                  "several steps, the buffer fed back, match chapter 11's formulas"]
+
+
+def sgd_student(tmp_path, **replace):
+    source = SGD_STUDENT
+    for key, value in dict(SGD_RIGHT, **replace).items():
+        source = source.replace(key, value)
+    return write(tmp_path, "sgd", source)
+
+
+def test_sgd_student_passes(tmp_path):
+    assert failing(check("sgd", sgd_student(tmp_path))) == {}
+
+
+@pytest.mark.parametrize("replace, says", [
+    (dict(NESTEROV="b"), "you wrote classical momentum"),
+    (dict(DECAYED="grad", LATE_DECAY="weight_decay * param"), "BEFORE the momentum buffer"),
+    (dict(FIRST="(1 - momentum) * g"), "the buffer is g itself"),
+])
+def test_sgd_mistakes_are_caught_and_named(tmp_path, replace, says):
+    bad = failing(check("sgd", sgd_student(tmp_path, **replace)))
+    assert set(bad) == set(SGD_PROPERTIES)
+    for r in bad.values():
+        assert r.message.startswith("step 1 (k = 0)") and f"hint: " in r.message and says in r.message
+
+
+def test_sgd_formulas_agree_with_npse_optimiser():
+    """The checker's formulas (chapter 11) and npse.optim.SGD give the same trajectory."""
+    import numpy as np
+    from npse.exercises.reference import sgd_step
+    from npse.exercises.sgd import formula_step
+    g = np.random.default_rng(0)
+    for momentum, nesterov, wd in [(0.9, True, 0.01), (0.9, False, 0.1), (0.0, False, 0.01)]:
+        p, b, q, c = g.standard_normal(5), None, None, None
+        q = p.copy()
+        for _ in range(4):
+            grad = g.standard_normal(5)
+            p, b = formula_step(p, grad, b, 0.1, momentum, nesterov, wd)
+            q, c = sgd_step(q, grad, c, 0.1, momentum, nesterov, wd)
+            assert np.abs(p - q).max() < 1e-14 and (b is None) == (c is None)
+
+
+# ----------------------------------------------------------------------------- hints for unnamed mistakes
+
+def test_batchnorm_without_the_mean_path_gets_a_hint(tmp_path):
+    no_mean = "scale * (dy - xhat * dgamma[:, None, None] / m)"
+    bad = failing(check("batchnorm2d", write(tmp_path, "batchnorm2d", BATCHNORM.replace("DX", no_mean))))
+    r = bad[GRADIENTS.format("batchnorm2d_backward")]
+    assert "path through the variance but not the one through the mean" in r.message
+
+
+def test_conv2d_with_a_flipped_kernel_gets_a_hint(tmp_path):
+    right = CONV.replace(" OP ", " += ")
+    flipped_forward = right + """
+    def conv2d_forward(x, weight, bias, stride, padding):
+        from npse.exercises.stubs.conv2d import conv2d_forward as given
+        return given(x, weight[:, :, ::-1, ::-1], bias, stride, padding)
+"""
+    bad = failing(check("conv2d", write(tmp_path, "conv2d", flipped_forward)))
+    assert "flips the kernel" in bad["conv2d_forward matches npse's reference"].message
+    flipped_dweight = right.replace("dweight = (dy2 @ cols.T).reshape(weight.shape)",
+                                    "dweight = (dy2 @ cols.T).reshape(weight.shape)[:, :, ::-1, ::-1]")
+    bad = failing(check("conv2d", write(tmp_path, "conv2d", flipped_dweight)))
+    r = bad["conv2d_backward matches npse's reference"]
+    assert r.message.startswith("dweight") and "rotated by 180 degrees" in r.message
+
+
+def test_se_block_squeeze_gradient_without_the_mean_gets_a_hint(tmp_path):
+    source = SE_BLOCK.replace("SQUEEZE", "squeeze_path * (x.shape[2] * x.shape[3])")
+    bad = failing(check("se_block", write(tmp_path, "se_block", source)))
+    r = bad[GRADIENTS.format("se_block_backward")]
+    assert r.message.startswith("dx: relative error") and "dz / (H*W)" in r.message

@@ -16,5 +16,8 @@ from __future__ import annotations
 
 def exercises() -> dict:
     """{name: Exercise} in the order of the chapters (imported on demand: they need hypothesis)."""
-    from . import batchnorm2d, conv2d, linear, maxpool2d, se_block
-    return {m.EXERCISE.name: m.EXERCISE for m in (linear, conv2d, maxpool2d, batchnorm2d, se_block)}
+    from . import (activations, avgpool2d, batchnorm2d, conv2d, cross_entropy, im2col, linear,
+                   maxpool2d, se_block, sgd, shortcut_a)
+    return {m.EXERCISE.name: m.EXERCISE
+            for m in (linear, activations, cross_entropy, im2col, conv2d, maxpool2d, avgpool2d, batchnorm2d,
+                      se_block, shortcut_a, sgd)}

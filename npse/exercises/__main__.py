@@ -71,8 +71,10 @@ def _exercise(name):
 
 
 def list_exercises(args):
-    for ex in _exercises().values():
-        print(f"{ex.name:12} {ex.chapter:26} {ex.summary}")
+    table = _exercises()
+    width = max(map(len, table))
+    for ex in table.values():
+        print(f"{ex.name:{width}}  {ex.chapter:24}  {ex.summary}")
     return 0
 
 

@@ -43,7 +43,7 @@ def make(case):
 
 
 def hint(name, yours, arrays, options, dy):
-    """Recognise the two classic mistakes in dx by the answer they give."""
+    """Recognise the three classic mistakes in dx by the answer they give."""
     if name != "x" or getattr(yours, "shape", None) != dy.shape:
         return None
     x, gamma = arrays["x"], arrays["gamma"][None, :, None, None]
@@ -57,6 +57,11 @@ def hint(name, yours, arrays, options, dy):
                 "(the two extra terms of the derivation in chapter 8)")
     if relative_error(yours, no_variance_path) < 1e-8:
         return "your dx has the path through the mean but not the one through the variance"
+    xhat = (x - mu) * inv_std
+    no_mean_path = gamma * inv_std * (dy - xhat * (dy * xhat).mean(axis=(0, 2, 3), keepdims=True))
+    if relative_error(yours, no_mean_path) < 1e-8:
+        return ("your dx has the path through the variance but not the one through the mean: "
+                "subtract the channel's mean of dy * gamma * inv_std (the -mean(dxhat) term)")
     return None
 
 

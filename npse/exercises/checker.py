@@ -232,11 +232,11 @@ def run_property(prop: Property, student, examples: int, randomize: bool = False
             holds()
         if unwritten:
             return Result(prop.name, False, f"not written yet: NotImplementedError: {unwritten[0]}"
-                          f"{_where(unwritten[0])}")
+                          f"{student_line(unwritten[0])}")
     except Failed as failure:
         return Result(prop.name, False, str(failure), str(failure.case))
     except StudentError as failure:
-        where = _where(failure.error)
+        where = student_line(failure.error)
         if isinstance(failure.error, SystemExit):
             return Result(prop.name, False, f"your code called sys.exit({failure.error.code!r}){where}"
                           f": a layer function must return its result, not end the program",
@@ -249,7 +249,7 @@ def run_property(prop: Property, student, examples: int, randomize: bool = False
     return Result(prop.name, True)
 
 
-def _where(error):
+def student_line(error):
     """' (file.py, line 12)' for the innermost frame of the student's traceback, if any."""
     tb, last = error.__traceback__, None
     while tb is not None:
@@ -335,6 +335,28 @@ def unchanged(name, before, after):
 def inputs_text(arrays: dict):
     """The (small) arrays of a case, one per line, for a failure report."""
     return "\n".join(show(name, a) for name, a in arrays.items() if a is not None)
+
+
+@contextmanager
+def strict_floats(what):
+    """Run the body with NumPy's floating-point errors raised: an overflow (``exp(800)`` is inf),
+    a division by zero or an invalid operation (``inf / inf`` is NaN) in the student's code fails
+    the property with :class:`Failed`, naming the operation and the line, even where the final
+    answer happens to come out right (``1 / (1 + inf)`` is 0). Underflow (``exp(-800)`` is 0) is
+    exact enough and allowed. ``what`` names the input, e.g. "x with entries up to |x| = 1000"."""
+    try:
+        with numpy.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+            yield
+    except FloatingPointError as error:
+        raise Failed(f"your code hit a floating-point error on {what}: {error}"
+                     f"{student_line(error)}") from None
+
+
+def numerical_trouble(failure: Failed) -> bool:
+    """Whether ``failure`` is a floating-point error (:func:`strict_floats`) or a NaN or infinite
+    entry (:func:`expect_close`), the symptoms of an overflow, rather than a wrong formula."""
+    return str(failure).startswith("your code hit a floating-point error") or \
+        "NaN or infinite" in str(failure).split("\n")[0]
 
 
 def as_tuple(value, count, what):

@@ -29,7 +29,9 @@ class Layer:
     make: Callable               # make(case) -> (arrays, options): float64 inputs (or None), other arguments
     reference_forward: Callable  # (arrays, options) -> y
     reference_backward: Callable  # (arrays, options, dy) -> tuple in the order of ``grads``
-    hint: Optional[Callable] = None   # hint(grad name, yours, arrays, options, dy) -> str or None
+    # hint(name, yours, arrays, options, dy) -> str or None, for a wrong gradient ("x", "weight",
+    # ...) or a wrong forward output (name "y", dy None): names a mistake recognised by its answer.
+    hint: Optional[Callable] = None
 
     def run_forward(self, student, arrays, options):
         out = as_tuple(getattr(student, self.forward)(**arrays, **options), 2, self.forward)
@@ -55,8 +57,9 @@ def layer_properties(layer: Layer, cases) -> list:
         arrays, options = layer.make(case)
         y, _ = layer.run_forward(student, arrays, options)
         expected = layer.reference_forward(arrays, options)
+        hint = layer.hint("y", y, arrays, options, None) if layer.hint else None
         try:
-            expect_close("y", y, expected)
+            expect_close("y", y, expected, hint=hint)
         except Failed as f:
             raise Failed(f"{f}\n{inputs_text(arrays)}") from None
 
@@ -120,3 +123,12 @@ def layer_properties(layer: Layer, cases) -> list:
         Property(f"{layer.backward} matches npse's reference", cases, backward_matches),
         Property("inputs and dy are left unchanged", cases, leaves_inputs),
     ]
+
+
+def labelled(properties, label):
+    """``properties`` with the shared "inputs and dy are left unchanged" named after ``label``, so
+    that two layers in one exercise give properties of different names."""
+    for p in properties:
+        if p.name.startswith("inputs"):
+            p.name = f"{label}: {p.name}"
+    return properties

@@ -65,9 +65,15 @@ def hint(name, yours, arrays, options, dy):
     if name != "x" or getattr(yours, "shape", None) != dy.shape:
         return None
     _, cache = se_block_forward(**arrays)
-    if relative_error(yours, dy * cache["gate"][:, :, None, None]) < 1e-8:
+    gate_path = dy * cache["gate"][:, :, None, None]
+    if relative_error(yours, gate_path) < 1e-8:
         return ("your dx is dy * s only: x also reaches y through the squeeze, and the gradient "
                 "along that path (dz / (H*W) on every pixel) must be added")
+    pixels = dy.shape[2] * dy.shape[3]
+    squeeze_path = se_block_backward(dy, cache)[0] - gate_path
+    if pixels > 1 and relative_error(yours, gate_path + pixels * squeeze_path) < 1e-8:
+        return ("your squeeze path gives every pixel dz itself; z is the MEAN of H*W pixels, so "
+                "each receives dz / (H*W)")
     return None
 
 
