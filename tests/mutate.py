@@ -143,7 +143,8 @@ MUTANTS = [
     Mutant("sample sd with n instead of n - 1", "npse/study/stats.py",
            "/ (n - 1)) if n > 1 else None", "/ n) if n > 1 else None", ("tests/test_study.py",)),
     Mutant("95% interval uses the 0.95 quantile", "npse/study/stats.py",
-           "t_quantile(0.975, df)", "t_quantile(0.95, df)", ("tests/test_study.py",)),
+           "half = t_quantile(1 - ALPHA / 2, df) * se", "half = t_quantile(1 - ALPHA, df) * se",
+           ("tests/test_study.py",)),
     Mutant("pooled sd counts n, not n - 1, degrees of freedom", "npse/study/stats.py",
            "df += len(accs) - 1", "df += len(accs)", ("tests/test_study.py",)),
     # ---- the exercise checkers
