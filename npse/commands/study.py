@@ -59,6 +59,10 @@ def add_arguments(p) -> None:
                    "its reference arm with K processes side by side for each K, to choose "
                    "--jobs (most useful on a GPU); with --time-limit, the K whose runs end "
                    "within it")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the runs as tasks of "
+                   "the Dask distributed cluster whose scheduler is there (pip install "
+                   "'npse[cluster]'; every worker must see --out and the data at the same "
+                   "paths, on shared storage)")
     p.add_argument("--probe-seconds", type=options.positive_float, default=10.0, metavar="S",
                    help="how long each K is timed (default: 10)")
 
@@ -79,12 +83,13 @@ def run(args) -> int:
         report(args.name, args.report)
         return 0
     protocol = _protocol(args)
+    if args.scheduler and not args.list:
+        return _on_cluster(args, protocol)
     if args.probe:
         return _probe(args, protocol)
     from ..study.folder import check_study_folder
     from ..study.synthetic import ensure_quick_data
-    out = Path(args.out or os.path.join("studies", ("quick-" if args.quick else "")
-                                        + args.name.replace(",", "+")))
+    out = _out(args)
     check_study_folder(out, protocol, args.name)     # before --quick writes its data there
     data_dir = ensure_quick_data(args.data_dir, out) if args.quick else args.data_dir
     if args.list:
@@ -97,6 +102,39 @@ def run(args) -> int:
               threads=args.threads,
               time_limit=None if args.time_limit is None else 60 * args.time_limit,
               backend=args.backend, data_dir=data_dir)
+    return 0
+
+
+def _out(args) -> Path:
+    return Path(args.out or os.path.join("studies", ("quick-" if args.quick else "")
+                                         + args.name.replace(",", "+")))
+
+
+def _on_cluster(args, protocol) -> int:
+    """The study on the Dask cluster of --scheduler: connected to first, so that a wrong
+    address is said before anything is written. The workers see the folder and the data at
+    the same paths as this process, so both are made absolute."""
+    if args.probe or args.jobs != 1 or args.time_limit is not None:
+        raise ValueError("study: --scheduler runs as many runs at once as the cluster has "
+                         "worker threads; --jobs, --time-limit and --probe are for this machine")
+    from ..study.cluster import DaskRunner, connect
+    from ..study.folder import check_study_folder
+    from ..study.runs import run_study, stop_on_sigterm
+    from ..study.synthetic import ensure_quick_data
+    stop_on_sigterm()
+    client = connect(args.scheduler)
+    try:
+        out = _out(args).absolute()
+        check_study_folder(out, protocol, args.name)
+        data_dir = ensure_quick_data(args.data_dir, out) if args.quick else args.data_dir
+        data_dir = None if data_dir is None else str(Path(data_dir).absolute())
+        command = "npse study " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+        run_study(args.name, out, protocol, seeds=args.seeds, retry_failed=args.retry_failed,
+                  rerun=args.rerun or (), command=command, threads=args.threads,
+                  runner=DaskRunner(client, out, data_dir), backend=args.backend,
+                  data_dir=data_dir)
+    finally:
+        client.close()
     return 0
 
 

@@ -24,7 +24,9 @@ protocol may share a folder: an arm they share (baseline, reference) is trained 
 
 Modules: ``arms`` (the studies and the protocol), ``folder`` (the folder's files and a run's
 state), ``runs`` (the workers and the scheduler), ``report`` (the table), ``stats``, ``probe``
-(``--probe``), ``synthetic`` (``--quick``'s data); the command is :mod:`npse.commands.study`.
+(``--probe``), ``synthetic`` (``--quick``'s data), ``cluster`` (``--scheduler``: the runs as
+tasks of a Dask distributed cluster; the only module that imports Dask); the command is
+:mod:`npse.commands.study`.
 """
 from .arms import (ARMS, MAX_SEEDS, MIN_SEEDS, PRIMARY, QUICK, STUDIES, Arm, Protocol, seeds_for,
                    study_arms)

@@ -77,20 +77,22 @@ def run_state(directory: Path, expected: dict) -> tuple:
     return found.state, found.metrics
 
 
-def inspect_run(directory: Path, expected: dict) -> RunState:
+def inspect_run(directory: Path, expected: dict, lock_is_mine: bool = False) -> RunState:
     """The state of one run directory, read from its files alone; nothing is written.
 
     ``expected`` is the training dict the run must have: a valid config.json of a different
     one is a ValueError (the folder holds another experiment). Files that are not what npse
-    writes, or that contradict each other, make the run ``damaged``, with the reason."""
+    writes, or that contradict each other, make the run ``damaged``, with the reason.
+    ``lock_is_mine``: the caller holds the run's lock (so that no one writes the files between
+    this reading and the worker it starts); the lock, held, is then not asked about."""
     d = Path(directory)
     try:
-        return _inspect(d, expected)
+        return _inspect(d, expected, lock_is_mine)
     except Damaged as e:
         return RunState("damaged", [], str(e))
 
 
-def _inspect(d: Path, expected: dict) -> RunState:
+def _inspect(d: Path, expected: dict, lock_is_mine: bool = False) -> RunState:
     if d.is_symlink() or (d.exists() and not d.is_dir()):
         raise Damaged(f"{d}: a {'symbolic link' if d.is_symlink() else 'file'}, where npse "
                       f"keeps a run folder")
@@ -99,7 +101,7 @@ def _inspect(d: Path, expected: dict) -> RunState:
     for name in (CONFIG, METRICS, RUN_RECORD, FAILED, CHECKPOINT, RUN_LOCK, LOG):
         if (d / name).is_symlink() or ((d / name).exists() and not (d / name).is_file()):
             raise Damaged(f"{d / name}: a symbolic link or a folder, where npse writes a file")
-    if lock_is_held(d / RUN_LOCK):
+    if not lock_is_mine and lock_is_held(d / RUN_LOCK):
         return RunState("running", [])     # its files are being written: not read now
     has_config = _check_config(d / CONFIG, expected)
     metrics = _read_epochs(d / METRICS, expected["epochs"]) if (d / METRICS).exists() else []

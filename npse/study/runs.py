@@ -179,7 +179,7 @@ def run_memory(protocol: Protocol, arm) -> int:
 
 def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1,
               retry_failed: bool = False, log=print, command: str = "", threads=None,
-              time_limit=None, rerun=(), **runtime) -> dict:
+              time_limit=None, rerun=(), runner=None, **runtime) -> dict:
     """Run every unfinished arm x seed of the study ``names`` in ``out``, ``jobs`` at a time,
     then write the report of every study in the folder. Returns the results dict (see
     :func:`aggregate`).
@@ -188,8 +188,14 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
     could not end in time, and at the limit the running ones are stopped as SIGTERM stops them
     (each keeps its last checkpoint and resumes next time); then the report is written.
     ``rerun``: runs ``"ARM:SEED"`` whose folders are moved aside (never deleted) and trained
-    again: the way to redo a finished or damaged run, which is otherwise never touched."""
+    again: the way to redo a finished or damaged run, which is otherwise never touched.
+    ``runner``: runs the jobs elsewhere instead of ``jobs`` worker processes here (see
+    :mod:`.cluster`): called as ``runner(todo, threads, command, log, (before, total))`` with
+    the study lock held, it runs the jobs and logs a :func:`progress_line` as each ends."""
     protocol.validate()
+    if runner is not None and time_limit is not None:
+        raise ValueError("study: --time-limit is for runs on this machine; it does not apply "
+                         "with --scheduler")
     if time_limit is not None and (isinstance(time_limit, bool) or not time_limit > 0):
         raise ValueError(f"study: time_limit must be > 0 seconds, got {time_limit!r}")
     deadline = None if time_limit is None else time.time() + time_limit
@@ -203,7 +209,8 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
         raise ValueError(f"study: --threads must be an integer >= 1, got {threads!r}")
     out = Path(out)
     study_arms(names)
-    jobs = cap_jobs(jobs, names, protocol, runtime.get("backend", "numpy"), log)
+    if runner is None:
+        jobs = cap_jobs(jobs, names, protocol, runtime.get("backend", "numpy"), log)
     replace = parse_rerun(rerun, names, seeds)
     plan(names, out, protocol, seeds, rerun=replace, **runtime)   # checked before any write
     open_study_folder(out, protocol, names)
@@ -214,29 +221,35 @@ def run_study(names: str, out, protocol: Protocol, seeds: int = 1, jobs: int = 1
                 log(f"--rerun {arm}:{s}: moved {d} to {replace_run(d).name}; training it again")
         all_jobs = plan(names, out, protocol, seeds, retry_failed, **runtime)
         return _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline,
-                         command, log, runtime)
+                         command, log, runtime, runner)
 
 
 def _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline, command, log,
-              runtime) -> dict:
+              runtime, runner=None) -> dict:
     todo = [j for j in all_jobs if j.state in ("absent", "interrupted")]
     skipped = [j for j in all_jobs if j.state in ("damaged", "running")]
     done = len(all_jobs) - len(todo) - len(skipped)
     cores = os.cpu_count() or 1
     if runtime.get("backend", "numpy") != "numpy":
         threads = None      # on CuPy the runs share the GPU; BLAS threads do not matter
-    elif threads is None:
-        threads = max(1, cores // jobs)
+    elif threads is None and runner is None:
+        threads = max(1, cores // jobs)   # (on a cluster, each worker's cores decide)
+    at_once = (f"on {runner.where}" if runner is not None
+               else f"{min(jobs, max(1, len(todo)))} at a time")
     log(f"study {names} in {out}: {len(all_jobs)} runs, {done} already finished or failed, "
         + (f"{len(skipped)} skipped, " if skipped else "")
-        + f"{len(todo)} to run, {min(jobs, max(1, len(todo)))} at a time"
+        + f"{len(todo)} to run, {at_once}"
         + (f" ({threads} BLAS thread{'s' if threads > 1 else ''} each)" if threads else ""))
     for job in skipped:
         log(skip_line(job))
     running: list = []
+    counts = (done + len(skipped), len(all_jobs))
     try:
-        _run_jobs(todo, running, jobs, threads, deadline, command, log,
-                  (done + len(skipped), len(all_jobs)))
+        if runner is not None:
+            runner(todo, threads, command, log, counts)
+            todo = []
+        else:
+            _run_jobs(todo, running, jobs, threads, deadline, command, log, counts)
     except BaseException:
         _stop(running)     # whatever went wrong here, no worker goes on unsupervised
         raise
@@ -284,7 +297,7 @@ def _run_jobs(todo, running, jobs, threads, deadline, command, log, counts) -> N
             finished += 1
             if proc.returncode == 0:
                 walls.setdefault(ARMS[job.arm].network, []).append(time.time() - t0)
-            log(_progress_line(job, proc.returncode, time.time() - t0,
+            log(progress_line(job, proc.returncode, time.time() - t0,
                                f"[{before + finished}/{total}]"))
             if proc.returncode == 130:
                 raise KeyboardInterrupt
@@ -329,14 +342,21 @@ def worker_env(threads) -> dict:
 
 
 def _start(job: Job, spec: dict, threads):
-    """The worker of ``job``, started holding the run's lock; None if another process holds it.
-
-    The lock is taken here and its fd handed to the worker (``pass_fds``): the worker holds
-    it from its first instruction, and once this process closes its copy, only the worker."""
+    """The worker of ``job``, started holding the run's lock; None if another process holds it."""
     job.directory.mkdir(parents=True, exist_ok=True)
     fd = try_lock(job.directory / RUN_LOCK)
     if fd is None:
         return None
+    return spawn_worker(job, spec, threads, fd)
+
+
+def spawn_worker(job: Job, spec: dict, threads, fd: int) -> subprocess.Popen:
+    """Start the worker process of ``job``, handing it ``fd``: an open file that holds the
+    run's lock. This process's copy of ``fd`` is closed, in every case.
+
+    The fd is passed (``pass_fds``) rather than the lock taken again by the worker: the
+    worker holds it from its first instruction, and once this process closes its copy, only
+    the worker does. The worker is told this process's pid, to die with it."""
     spec = {**spec, "lock_fd": fd, "parent": os.getpid()}
     try:
         with open(job.directory / LOG, "a", encoding="utf-8") as log_file:
@@ -348,7 +368,9 @@ def _start(job: Job, spec: dict, threads):
         os.close(fd)
 
 
-def _progress_line(job: Job, code: int, seconds: float, counter: str) -> str:
+def progress_line(job: Job, code: int, seconds: float, counter: str) -> str:
+    """The line that says how a run ended: its accuracy, or why not (a worker that died
+    without saying why gets its failed.json here, written under the run's lock)."""
     name = f"{job.arm} seed {job.seed}"
     if code == 0:
         metrics = read_metrics(job.directory / METRICS)
