@@ -5,7 +5,7 @@
     python tests/mutate.py --list
 
 Each mutant is a text replacement in one file of npse and the tests that ought to catch it. The
-script copies npse/, tests/ and pyproject.toml into a temporary directory once, runs the tests
+script copies npse/, tests/, docs/ and pyproject.toml into a temporary directory once, runs the tests
 there unmutated (they must pass, or every mutant would look "killed"), then for each mutant
 writes the replacement into the copy, runs its tests (``-x -q -p no:cacheprovider``, with a
 timeout) with the copy first on PYTHONPATH, and puts the file back (checked). The real files are
@@ -170,7 +170,7 @@ MUTANTS = [
 
 def copy_repo(to: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
-    for name in ("npse", "tests"):
+    for name in ("npse", "tests", "docs"):      # docs: the exercise tests read the chapters
         shutil.copytree(REPO / name, to / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         if (REPO / name).exists():
