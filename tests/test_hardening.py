@@ -343,3 +343,21 @@ def test_loading_a_student_file_gives_a_module_or_one_line_errors(tmp_path, sour
         load_student(path, exercises()["linear"], time_limit_s=5)
     except (ValueError, FileNotFoundError) as e:
         _one_line_about(e, path)
+
+
+def test_git_commit_sees_changes_to_npse(tmp_path):
+    import subprocess
+    from npse.study.runs import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    (tmp_path / "npse").mkdir()
+    (tmp_path / "npse" / "x.py").write_text("a = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    clean = git_commit(tmp_path)
+    assert len(clean["commit"]) == 40 and clean["dirty"] is False
+    (tmp_path / "npse" / "x.py").write_text("a = 2\n")
+    assert git_commit(tmp_path)["dirty"] is True
+    assert git_commit(tmp_path / "npse")["commit"] == clean["commit"]   # any folder inside

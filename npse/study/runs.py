@@ -28,9 +28,10 @@ LOCKED = 75
 from .report import aggregate, write_report
 
 
-def git_commit() -> dict:
-    """The commit npse runs from (and whether the tree had changes), or None outside git."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(root=None) -> dict:
+    """The commit npse runs from, and whether its ``npse/`` folder had uncommitted changes;
+    None for both outside git. ``root``: the checkout (default: the one this npse is in)."""
+    root = Path(__file__).resolve().parents[2] if root is None else Path(root)
 
     def git(*args):
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
