@@ -129,16 +129,24 @@ def _targets(markdown: str):
             yield m.group(2) or m.group(5)
 
 
-def _prose_lines(markdown: str):
+def _lines(markdown: str):
+    """``(line, is_prose)`` for every line: False inside a fenced code block and on its fences."""
     fence = None
     for line in markdown.split("\n"):
         m = FENCE.match(line)
         if fence is None and m:
             fence = m.group(1)
-        elif fence is not None and line.strip().startswith(fence):
-            fence = None
-        elif fence is None:
-            yield line
+            yield line, False
+        elif fence is not None:
+            if line.strip().startswith(fence):
+                fence = None
+            yield line, False
+        else:
+            yield line, True
+
+
+def _prose_lines(markdown: str):
+    return (line for line, prose in _lines(markdown) if prose)
 
 
 def _rewrite(markdown: str, where: str, src: str, config, files: Files) -> str:
@@ -169,14 +177,9 @@ def _rewrite(markdown: str, where: str, src: str, config, files: Files) -> str:
         relative = posixpath.relpath(site_path, here or ".") if site_path else "."
         return relative + hash_ + anchor
 
-    out, fence = [], None
-    for line in markdown.split("\n"):
-        m = FENCE.match(line)
-        if fence is None and m:
-            fence = m.group(1)
-        elif fence is not None and line.strip().startswith(fence):
-            fence = None
-        elif fence is None:
+    out = []
+    for line, prose in _lines(markdown):
+        if prose:
             parts = re.split(r"(`[^`]*`)", line)       # leave inline code alone
             line = "".join(part if part.startswith("`") else LINK.sub(
                 lambda m: (m.group(1) + fix(m.group(2)) + m.group(3)) if m.group(2)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .arms import ARMS, QUICK, Protocol
-from .runs import worker_env
+from .runs import usable_cores, worker_env
 
 WARMUP_STEPS = 3        # CuPy compiles its kernels and fills its memory pool in the first steps
 TRAIN_IMAGES, TEST_IMAGES = 50000, 10000
@@ -77,7 +77,7 @@ def probe(protocol: Protocol, ks, backend: str = "numpy", seconds: float = 10.0,
         raise ValueError(f"study: --probe-seconds must be > 0, got {seconds!r}")
     if minutes is not None and not minutes > 0:
         raise ValueError(f"study: --time-limit must be > 0 minutes, got {minutes!r}")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     log(f"probe: the reference arm (batch {protocol.batch_size}, depth {protocol.depth}) on "
         f"{backend}, K processes side by side, each timed over the same {seconds:g} s")
     # One run: every epoch trains on the training images and evaluates the test images, a

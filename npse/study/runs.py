@@ -141,6 +141,14 @@ def worker_spec(job: Job, threads: int, command: str) -> dict:
 WORKER_BASE_BYTES = 280 * 2**20
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one): what
+    the runs' BLAS threads are shared out of."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def cap_jobs(jobs: int, names: str, protocol: Protocol, backend_name: str, log) -> int:
     """``jobs``, or fewer when more runs at once cannot help on the CPU: at most one per core
     this process may use, and at most as many as the available memory holds (each run's
@@ -149,8 +157,8 @@ def cap_jobs(jobs: int, names: str, protocol: Protocol, backend_name: str, log) 
     if backend_name != "numpy" or jobs == 1:
         return jobs
     from ..memory import available_memory
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    limits = [(cores or 1, f"{cores} core{'s' if cores != 1 else ''} to share")]
+    cores = usable_cores()
+    limits = [(cores, f"{cores} core{'s' if cores != 1 else ''} to share")]
     free = available_memory()
     if free is not None:
         need = max(run_memory(protocol, ARMS[a]) for a in study_arms(names))
@@ -230,7 +238,7 @@ def _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline, co
     todo = [j for j in all_jobs if j.state in ("absent", "interrupted")]
     skipped = [j for j in all_jobs if j.state in ("damaged", "running")]
     done = len(all_jobs) - len(todo) - len(skipped)
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if runtime.get("backend", "numpy") != "numpy":
         threads = None      # on CuPy the runs share the GPU; BLAS threads do not matter
     elif threads is None and runner is None:
