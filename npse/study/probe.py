@@ -10,7 +10,6 @@ all K over the same window, and prints the images per second of one run and of a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
