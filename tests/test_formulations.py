@@ -87,8 +87,25 @@ def se_case(draw):
         shape, 0.5, draw(seeds)
 
 
+@st.composite
+def relu_case(draw):
+    shape = (draw(batch), draw(st.integers(2, 6)), draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    return (lambda rng: nn.ReLU(dtype="float64")), shape, 0.0, draw(seeds)
+
+
 CASES = {nn.Conv2d: conv_case(), nn.BatchNorm2d: batchnorm_case(), nn.GlobalAvgPool2d: pool_case(),
-         nn.SEBlock: se_case()}
+         nn.SEBlock: se_case(), nn.ReLU: relu_case()}
+#: The thread counts every formulation is checked at (npse/fast/threads.py): one, and the work
+#: cut into slices of the batch (and of BatchNorm's pixel rows) run at the same time.
+THREADS = [1, 2, 4]
+
+
+@pytest.fixture
+def threads(request):
+    """Run the test with ``request.param`` threads, and one thread again afterwards."""
+    fast.threads.set_num_threads(request.param)
+    yield request.param
+    fast.threads.set_num_threads(1)
 
 
 def _moves_to(layer, backend_name):
@@ -122,8 +139,9 @@ def test_every_layer_with_formulations_has_a_case_and_one_chosen_formulation():
         assert sum(f.chosen for f in FORMULATIONS if f.layer is layer) == 1, layer.__name__
 
 
+@pytest.mark.parametrize("threads", THREADS, indirect=True, ids=lambda t: f"{t} threads")
 @pytest.mark.parametrize("formulation", FORMULATIONS, ids=lambda f: f"{f.layer.__name__}: {f.name}")
-def test_formulation_agrees_with_the_reference(backend_name, formulation):
+def test_formulation_agrees_with_the_reference(backend_name, formulation, threads):
     if backend_name not in formulation.backends:
         pytest.skip(f"{formulation.name} runs on {formulation.backends} only")
 
@@ -206,10 +224,11 @@ POLICIES = [FAST, REFERENCE, FAST.replace(name="contiguous", memory_format="cont
                          per_image_min_pixels=0)]
 
 
+@pytest.mark.parametrize("threads", THREADS, indirect=True, ids=lambda t: f"{t} threads")
 @pytest.mark.parametrize("se,shortcut,block,depth", [
     ("standard", "A", "basic", 8), ("pre", "B", "basic", 8), ("nosqueeze", "A", "basic", 8),
     ("3x3", "A", "bottleneck", 11), (None, "B", "bottleneck", 11)])
-def test_models_give_the_same_numbers_under_every_policy(se, shortcut, block, depth):
+def test_models_give_the_same_numbers_under_every_policy(se, shortcut, block, depth, threads):
     """Logits, input gradient, every parameter gradient and the BN statistics."""
     x = np.random.default_rng(0).standard_normal((3, 3, 8, 8))
     dlogits = np.random.default_rng(1).standard_normal((3, 10))

@@ -9,7 +9,7 @@ registered against what it replaces (:mod:`npse.fast.registry`); a model's
 model (:mod:`~npse.fast.cost`). npse.fast imports npse.nn, never the reverse: a reader of npse.nn
 meets only the reference.
 """
-from . import batchnorm2d, conv2d, sgd, squeeze  # noqa: F401  (registers the formulations)
+from . import batchnorm2d, conv2d, elementwise, sgd, squeeze  # noqa: F401  (registers the formulations)
 from .policy import FAST, REFERENCE, ExecutionPolicy, policy_from_memory_format
 from .registry import (FORMULATIONS, UPDATES, Formulation, SharedWorkspaces, UpdateFormulation,
                        attach, formulations_of)

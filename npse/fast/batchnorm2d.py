@@ -22,6 +22,7 @@ from .layout import from_nhwc, is_channels_last, nhwc
 from . import fused
 from .reductions import channel_dot, channel_sum
 from .registry import register
+from .threads import combine, in_slices
 
 
 class ContiguousChannels:
@@ -98,11 +99,12 @@ class BatchNorm2dFormulations:
             return fused.batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training,
                                              momentum, eps, keep)
         x = view.matrix(x)
+        rows = x.shape[0]                  # threads take slices of rows (npse/fast/threads.py)
         if training:
-            mean = view.sum(x) / m
-            centred = x - view.spread(mean)
-            var = view.dot(centred, centred) / m             # biased: the batch's own variance
-            running_mean += momentum * (mean - running_mean)
+            mean = combine(in_slices(lambda s: view.sum(x[s]), rows, xp)) / m
+            centred = _minus(x, view.spread(mean), rows, xp)
+            var = combine(in_slices(lambda s: view.dot(centred[s], centred[s]), rows, xp)) / m
+            running_mean += momentum * (mean - running_mean)     # var: the batch's own (biased)
             running_var += momentum * (var * (m / (m - 1)) - running_var)
         else:
             var = running_var
@@ -112,12 +114,10 @@ class BatchNorm2dFormulations:
                 # no backward follows: y = x * a + b with a = gamma * inv_std and
                 # b = beta - running_mean * a, two passes instead of three
                 a = gamma * inv_std
-                y = x * view.spread(a)
-                y += view.spread(beta - running_mean * a)
-                return view.array(y), None
-            centred = x - view.spread(running_mean)
-        y = centred * view.spread(gamma * inv_std)            # = gamma * xhat
-        y += view.spread(beta)
+                return view.array(_affine(x, view.spread(a), view.spread(beta - running_mean * a),
+                                          rows, xp)), None
+            centred = _minus(x, view.spread(running_mean), rows, xp)
+        y = _affine(centred, view.spread(gamma * inv_std), view.spread(beta), rows, xp)  # gamma*xhat + beta
         return view.array(y), (centred, gamma, inv_std, training, view)
 
     def backward(self, dy, cache):
@@ -132,15 +132,44 @@ class BatchNorm2dFormulations:
             return fused.batchnorm2d_backward(dy, cache)
         n, c, h, w = dy.shape
         m = n * h * w
+        xp = get_array_module(dy)
         dy = view.matrix(dy)                                  # read as the forward pass read x
-        dbeta = view.sum(dy)
-        dgamma = view.dot(dy, centred) * inv_std              # = sum(dy * xhat)
+        rows = dy.shape[0]
+        sums = in_slices(lambda s: (view.sum(dy[s]), view.dot(dy[s], centred[s])), rows, xp)
+        dbeta = combine([p[0] for p in sums])
+        dgamma = combine([p[1] for p in sums]) * inv_std      # = sum(dy * xhat)
         scale = gamma * inv_std                               # (C,)
-        dx = dy * view.spread(scale)
-        if training:
-            dx -= centred * view.spread(scale * inv_std * dgamma / m)
-            dx -= view.spread(scale * dbeta / m)
+        s_scale = view.spread(scale)
+        if not training:
+            return view.array(_affine(dy, s_scale, None, rows, xp)), dgamma, dbeta
+        k1, k0 = view.spread(scale * inv_std * dgamma / m), view.spread(scale * dbeta / m)
+        dx = xp.empty_like(dy)
+
+        def slice_dx(s):
+            xp.multiply(dy[s], s_scale, out=dx[s])
+            dx[s] -= centred[s] * k1
+            dx[s] -= k0
+        in_slices(slice_dx, rows, xp)
         return view.array(dx), dgamma, dbeta
+
+
+def _minus(a, v, rows, xp):
+    """a - v (v: a spread per-channel vector), by slices of rows."""
+    out = xp.empty_like(a)
+    in_slices(lambda s: xp.subtract(a[s], v, out=out[s]), rows, xp)
+    return out
+
+
+def _affine(a, scale, shift, rows, xp):
+    """a * scale + shift (spread per-channel vectors; ``shift`` None: a * scale), by slices of rows."""
+    out = xp.empty_like(a)
+
+    def slice_affine(s):
+        xp.multiply(a[s], scale, out=out[s])
+        if shift is not None:
+            out[s] += shift
+    in_slices(slice_affine, rows, xp)
+    return out
 
 
 register(BatchNorm2d, "chosen by the policy", BatchNorm2dFormulations, chosen=True)

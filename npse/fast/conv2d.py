@@ -31,6 +31,7 @@ from .workspace import Workspace
 from . import patches as P
 from .policy import CONV_LAYOUTS, ExecutionPolicy
 from .registry import register
+from .threads import combine, in_slices
 
 ROWS = ("patch_rows", "kernel_rows")          # the layouts whose y and dx are stored channels last
 
@@ -105,8 +106,7 @@ class Conv2dFormulations:
             route = self.input_grad_layout(xp, layout, o, x_shape[2:])
             dx = self.dx_by_convolution(dy, weight, x_shape, padding, route)
         elif layout in ROWS:
-            drows = nhwc(dy).reshape(-1, o) @ _weight_rows(weight)                # (N*OH*OW, KH*KW*C)
-            dx = from_nhwc(P.patch_rows_adjoint(drows, x_shape, (kh, kw), stride, padding))
+            dx = from_nhwc(_input_grad_rows(dy, weight, x_shape, stride, padding))
         else:
             dcols = weight.reshape(o, -1).T @ _batch_columns(dy, self.backward_ws)  # (C*KH*KW, N*OH*OW)
             dx = col2im(dcols, x_shape, (kh, kw), stride, padding)
@@ -156,23 +156,36 @@ def _forward_per_image(x, weight, stride, padding, out_size, workspace, scratch)
 
 
 def _forward_patch_rows(x, weight, stride, padding, out_size, workspace, scratch):
+    xp = get_array_module(x)
     n, (o, _, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
-    rows = P.patch_rows(nhwc(x), (kh, kw), stride, padding, workspace)         # (N*OH*OW, KH*KW*C)
-    y = rows @ _weight_rows(weight).T                                           # (N*OH*OW, O)
-    return from_nhwc(y.reshape(n, oh, ow, o)), rows
+    rows, fill = P.patch_rows_in_slices(nhwc(x), (kh, kw), stride, padding, workspace)
+    rows2, pixels = rows.reshape(n * oh * ow, -1), oh * ow                     # (N*OH*OW, KH*KW*C)
+    w_rows = _weight_rows(weight).T
+    y = xp.empty((n * oh * ow, o), dtype=x.dtype)                               # (N*OH*OW, O)
+
+    def images(s):                  # the patches of images s, then their rows of the product
+        fill(s)
+        xp.matmul(rows2[s.start * pixels:s.stop * pixels], w_rows,
+                  out=y[s.start * pixels:s.stop * pixels])
+    in_slices(images, n, xp)
+    return from_nhwc(y.reshape(n, oh, ow, o)), rows2
 
 
 def _forward_kernel_rows(x, weight, stride, padding, out_size, workspace, scratch):
     xp = get_array_module(x)
     n, (o, c, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
-    e = P.kernel_row_patches(nhwc(x), kw, padding, workspace)                  # (N, HP*OW, KW*C)
+    e, fill = P.patch_rows_in_slices(nhwc(x), (1, kw), (1, 1), padding, workspace)  # (N, HP*OW, KW*C)
     y = xp.empty((n, oh * ow, o), dtype=x.dtype)
     part = P.buffer(scratch, "conv.kernel_row_product", y.shape, y) if kh > 1 else None
-    for ky in range(kh):
-        w_ky = weight[:, :, ky].transpose(2, 1, 0).reshape(kw * c, o)         # rows (kx, c)
-        xp.matmul(e[:, ky * ow:ky * ow + oh * ow], w_ky, out=part if ky else y)
-        if ky:
-            y += part
+    w_kys = [weight[:, :, ky].transpose(2, 1, 0).reshape(kw * c, o) for ky in range(kh)]  # rows (kx, c)
+
+    def images(s):
+        fill(s)
+        for ky, w_ky in enumerate(w_kys):
+            xp.matmul(e[s, ky * ow:ky * ow + oh * ow], w_ky, out=part[s] if ky else y[s])
+            if ky:
+                y[s] += part[s]
+    in_slices(images, n, xp)
     return from_nhwc(y.reshape(n, oh, ow, o)), e
 
 
@@ -189,9 +202,16 @@ def _weight_grad_per_image(dy, cols, weight_shape, workspace, scratch):
 
 
 def _weight_grad_patch_rows(dy, rows, weight_shape, workspace, scratch):
+    xp = get_array_module(dy)
+    n = dy.shape[0]
     o, c, kh, kw = weight_shape
-    dweight = (nhwc(dy).reshape(-1, o).T @ rows).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
-    return get_array_module(dy).ascontiguousarray(dweight)
+    dy_rows, pixels = nhwc(dy).reshape(-1, o), dy.shape[2] * dy.shape[3]      # (N*OH*OW, O)
+
+    def images(s):                  # the part of dWr = dYr^T @ Xr that images s contribute
+        r = slice(s.start * pixels, s.stop * pixels)
+        return dy_rows[r].T @ rows[r]
+    dweight = combine(in_slices(images, n, xp))
+    return xp.ascontiguousarray(dweight.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
 
 
 def _weight_grad_kernel_rows(dy, e, weight_shape, workspace, scratch):
@@ -201,11 +221,34 @@ def _weight_grad_kernel_rows(dy, e, weight_shape, workspace, scratch):
     o, c, kh, kw = weight_shape
     dy_t = nhwc(dy).reshape(n, oh * ow, o).transpose(0, 2, 1)                  # (N, O, OH*OW)
     products = P.buffer(scratch, "conv.kernel_row_dweight", (n, o, kw * c), dy)
-    dweight = xp.empty((o, kh, kw, c), dtype=dy.dtype)
-    for ky in range(kh):
-        xp.matmul(dy_t, e[:, ky * ow:ky * ow + oh * ow], out=products)
-        dweight[:, ky] = products.sum(axis=0).reshape(o, kw, c)
-    return xp.ascontiguousarray(dweight.transpose(0, 3, 1, 2))
+
+    def images(s):                  # the part of every dWky that images s contribute
+        part = xp.empty((kh, o, kw * c), dtype=dy.dtype)
+        for ky in range(kh):
+            xp.matmul(dy_t[s], e[s, ky * ow:ky * ow + oh * ow], out=products[s])
+            part[ky] = products[s].sum(axis=0)
+        return part
+    dweight = combine(in_slices(images, n, xp)).reshape(kh, o, kw, c)
+    return xp.ascontiguousarray(dweight.transpose(1, 3, 0, 2))
+
+
+def _input_grad_rows(dy, weight, x_shape, stride, padding):
+    """dx (N, H, W, C) of a convolution by patch rows: dXr = dYr @ Wr (N*OH*OW, KH*KW*C), then
+    the adjoint of the patch rows, image slice by image slice (a new array)."""
+    xp = get_array_module(dy)
+    n, c, h, w = x_shape
+    o, _, kh, kw = weight.shape
+    (ph, pw), pixels = padding, dy.shape[2] * dy.shape[3]
+    dy_rows, w_rows = nhwc(dy).reshape(-1, o), _weight_rows(weight)
+    dx_padded = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=dy.dtype)
+
+    def images(s):
+        drows = dy_rows[s.start * pixels:s.stop * pixels] @ w_rows
+        P.add_patch_rows(dx_padded[s], drows, (kh, kw), stride)
+    in_slices(images, n, xp)
+    if ph == 0 and pw == 0:
+        return dx_padded
+    return xp.ascontiguousarray(dx_padded[:, ph:ph + h, pw:pw + w])
 
 
 _FORWARD = dict(batch=_forward_batch, per_image=_forward_per_image,

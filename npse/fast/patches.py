@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..nn.im2col import geometry, windows
-from .layout import from_nhwc, nhwc
+from .layout import from_nhwc
 from .registry import COL2IM, IM2COL, charge
 
 charge(__name__, IM2COL)
-charge(__name__, COL2IM, ("patch_rows_adjoint",))
+charge(__name__, COL2IM, ("patch_rows_adjoint", "add_patch_rows"))
 
 
 def buffer(workspace, name, shape, like, zeros=False):
@@ -88,19 +88,37 @@ def patch_rows(x_nhwc, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
     is the output as (N*OH*OW, O), the next layer's channels-last input, with no transpose; the
     copy reads KW*C neighbouring numbers at a time.
     """
+    rows, fill = patch_rows_in_slices(x_nhwc, kernel, stride, padding, workspace)
+    fill(slice(0, x_nhwc.shape[0]))
+    return rows.reshape(-1, rows.shape[-1])
+
+
+def patch_rows_in_slices(x_nhwc, kernel, stride=(1, 1), padding=(0, 0), workspace=None):
+    """:func:`patch_rows` in two steps, for threads (npse/fast/threads.py): the buffer, returned
+    as (N, OH*OW, KH*KW*C) and not yet filled, and ``fill(s)``, which writes the rows of the
+    images in the slice ``s``. The buffers are taken here, in one thread; slices touch disjoint
+    parts of them, so they may be filled at the same time."""
     n, h, w, c = x_nhwc.shape
     kernel, stride, padding, (oh, ow) = geometry("im2col", (n, c, h, w), kernel, stride, padding)
-    (kh, kw), (sh, sw) = kernel, stride
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xp = get_array_module(x_nhwc)
-    x_padded = nhwc(padded(from_nhwc(x_nhwc), padding, workspace, channels_last=True))
+    if ph or pw:
+        x_padded = buffer(workspace, f"patches.padded_cl{ph},{pw}",     # as padded() names it
+                          (n, h + 2 * ph, w + 2 * pw, c), x_nhwc, zeros=True)
+    else:
+        x_padded = x_nhwc
     s_n, s_h, s_w, s_c = x_padded.strides
     win = xp.lib.stride_tricks.as_strided(     # win[n, oy, ox, ky, kx, c] = x_padded[n, oy*SH+ky, ox*SW+kx, c]
         x_padded, shape=(n, oh, ow, kh, kw, c),
         strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
     )
     rows = buffer(workspace, "patches.rows", win.shape, x_nhwc)
-    rows[...] = win
-    return rows.reshape(n * oh * ow, kh * kw * c)
+
+    def fill(s):
+        if x_padded is not x_nhwc:      # the border stays zero: only the interior is written
+            x_padded[s, ph:ph + h, pw:pw + w] = x_nhwc[s]
+        rows[s] = win[s]
+    return rows.reshape(n, oh * ow, kh * kw * c), fill
 
 
 def patch_rows_adjoint(rows, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
@@ -110,16 +128,25 @@ def patch_rows_adjoint(rows, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
     """
     xp = get_array_module(rows)
     n, c, h, w = x_shape
-    kernel, stride, padding, (oh, ow) = geometry("col2im", x_shape, kernel, stride, padding)
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    rows = rows.reshape(n, oh, ow, kh, kw, c)
+    kernel, stride, padding, _ = geometry("col2im", x_shape, kernel, stride, padding)
+    (ph, pw) = padding
     dx_padded = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=rows.dtype)
-    for ky in range(kh):
-        for kx in range(kw):
-            dx_padded[:, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw] += rows[:, :, :, ky, kx]
+    add_patch_rows(dx_padded, rows, kernel, stride)
     if ph == 0 and pw == 0:
         return dx_padded
     return xp.ascontiguousarray(dx_padded[:, ph:ph + h, pw:pw + w])
+
+
+def add_patch_rows(dx_padded, rows, kernel, stride):
+    """dx_padded (N, HP, WP, C) += the adjoint of patch rows ``rows`` (N*OH*OW, KH*KW*C) of the
+    same N images: each row's numbers added back where :func:`patch_rows` read them."""
+    n, hp, wp, c = dx_padded.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    rows = rows.reshape(n, oh, ow, kh, kw, c)
+    for ky in range(kh):
+        for kx in range(kw):
+            dx_padded[:, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw] += rows[:, :, :, ky, kx]
 
 
 def kernel_row_patches(x_nhwc, kw, padding, workspace=None):
@@ -127,7 +154,8 @@ def kernel_row_patches(x_nhwc, kw, padding, workspace=None):
 
     E[n, r*OW + ox, (kx, c)] = x_padded[n, r, ox + kx, c] for every padded row r (HP = H + 2*PH):
     :func:`patch_rows` with a 1 x KW kernel, KW copies of the input where im2col makes KH*KW.
+    :func:`patch_rows_in_slices` with the same kernel gives them in two steps.
     """
-    n, c = x_nhwc.shape[0], x_nhwc.shape[3]
-    rows = patch_rows(x_nhwc, (1, kw), (1, 1), padding, workspace)       # (N*HP*OW, KW*C)
-    return rows.reshape(n, -1, kw * c)
+    e, fill = patch_rows_in_slices(x_nhwc, (1, kw), (1, 1), padding, workspace)
+    fill(slice(0, x_nhwc.shape[0]))
+    return e

@@ -14,9 +14,10 @@ from ..backend import get_array_module
 from ..nn import GlobalAvgPool2d, SEBlock
 from .layout import from_nhwc, is_channels_last
 from ..nn.pooling import check_has_pixels
-from ..nn.se_block import SQUEEZES, channel_scale_forward
+from ..nn.se_block import SQUEEZES
 from .reductions import spatial_dot, spatial_mean
 from .registry import register
+from .threads import in_slices
 
 
 class GlobalAvgPool2dFormulation:
@@ -27,14 +28,21 @@ class GlobalAvgPool2dFormulation:
 
     def forward(self, x, keep=True):
         check_has_pixels("GlobalAvgPool2d", x)
-        return spatial_mean(x), (x.shape, is_channels_last(x))
+        xp = get_array_module(x)
+        return _joined(in_slices(lambda s: spatial_mean(x[s]), x.shape[0], xp), xp), \
+            (x.shape, is_channels_last(x))
 
     def backward(self, dz, cache):
         xp = get_array_module(dz)
         (n, c, h, w), channels_last = cache
+        dz = dz / (h * w)
         if channels_last:
-            return from_nhwc(xp.broadcast_to((dz / (h * w))[:, None, None, :], (n, h, w, c)).copy())
-        return xp.broadcast_to((dz / (h * w))[:, :, None, None], (n, c, h, w)).copy()
+            dx = xp.empty((n, h, w, c), dtype=dz.dtype)
+            in_slices(lambda s: dx[s].__setitem__(..., dz[s, None, None, :]), n, xp)
+            return from_nhwc(dx)
+        dx = xp.empty((n, c, h, w), dtype=dz.dtype)
+        in_slices(lambda s: dx[s].__setitem__(..., dz[s, :, None, None]), n, xp)
+        return dx
 
 
 class SEBlockFormulation:
@@ -48,13 +56,31 @@ class SEBlockFormulation:
         """(forward, backward) of the squeeze ``kind`` ("avg" or "max")."""
         return self._squeezes[kind]
 
-    scale_forward = staticmethod(channel_scale_forward)
+    @staticmethod
+    def scale_forward(x, s):
+        """:func:`npse.nn.se_block.channel_scale_forward`, by slices of the batch."""
+        xp = get_array_module(x)
+        y = xp.empty_like(x)
+        in_slices(lambda b: xp.multiply(x[b], s[b, :, None, None], out=y[b]), x.shape[0], xp)
+        return y, (x, s)
 
     @staticmethod
     def scale_backward(dy, cache):
-        """:func:`npse.nn.se_block.channel_scale_backward` with ds as row-wise dot products."""
+        """:func:`npse.nn.se_block.channel_scale_backward` with ds as row-wise dot products, by
+        slices of the batch."""
         x, s = cache
-        return dy * s[:, :, None, None], spatial_dot(dy, x)
+        xp = get_array_module(dy)
+        dx = xp.empty_like(dy)
+
+        def images(b):
+            xp.multiply(dy[b], s[b, :, None, None], out=dx[b])
+            return spatial_dot(dy[b], x[b])
+        return dx, _joined(in_slices(images, dy.shape[0], xp), xp)
+
+
+def _joined(parts, xp):
+    """The per-slice results (each (k, ...)) as one array, in slice order."""
+    return parts[0] if len(parts) == 1 else xp.concatenate(parts)
 
 
 register(GlobalAvgPool2d, "mean as a product", GlobalAvgPool2dFormulation, chosen=True)

@@ -66,14 +66,34 @@ class _Elementwise(Module):
 
 
 class ReLU(_Elementwise):
-    """max(x, 0), any shape."""
+    """max(x, 0), any shape.
+
+    ``formulation``: a faster pair of the same functions set by a model's execution policy
+    (npse.fast), or None: the functions above."""
     _forward, _backward = staticmethod(relu_forward), staticmethod(relu_backward)
 
+    def __init__(self, dtype=None):
+        super().__init__(dtype=dtype)
+        self.formulation = None
+
     def forward(self, x):
-        if grad_enabled():
+        route = self.formulation
+        if route is None and grad_enabled():
             return super().forward(x)
         check_array(x, "ReLU", x.ndim if hasattr(x, "ndim") else -1, float_dtype_of(x))
-        return get_array_module(x).maximum(x, 0, dtype=x.dtype)     # no mask needed: no backward
+        if route is None:
+            return get_array_module(x).maximum(x, 0, dtype=x.dtype)   # no mask needed: no backward
+        y, mask = route.forward(x, keep=grad_enabled())
+        if mask is not None:
+            self._save(mask)
+        return y
+
+    def backward(self, dy):
+        if self.formulation is None:
+            return super().backward(dy)
+        check_array(dy, "ReLU.backward", dy.ndim if hasattr(dy, "ndim") else -1,
+                    float_dtype_of(dy), what="dy")
+        return self.formulation.backward(dy, self._take_cache())
 
     def kink_signature(self):
         """The mask x > 0 of the last forward; a gradcheck step that changes it crossed a kink."""

@@ -1,0 +1,112 @@
+"""Threads: one training step's work shared across the cores, in slices of the batch.
+
+Chapter: docs/B-speed.md (section "Threads").
+
+NumPy releases Python's global lock inside its loops and its BLAS calls, so Python threads that
+each run NumPy on their own slice of an array run at the same time. The fast formulations of
+npse.fast use this: a convolution copies the patches of images 0..63 and multiplies them by the
+weights in one thread while another does images 64..127; BatchNorm sums its channels over each
+slice of pixel rows in its own thread and adds the partial sums; ReLU and the SE block's scale
+work slice by slice.
+
+Two rules keep the numbers trustworthy:
+
+* **Fixed slices, fixed order.** :func:`spans` cuts ``range(n)`` into the same contiguous slices
+  every time for the same ``n`` and thread count, and :func:`combine` adds partial results in
+  slice order, never in the order the threads finish. A run with the same seed and thread count
+  therefore gives the same numbers bit for bit (``npse train --resume`` stays exact); across
+  thread counts, sums are added in other groupings and agree to rounding.
+* **No more threads than cores.** With ``n`` threads BLAS runs single-threaded inside each slice
+  (:func:`set_num_threads` sets it): one multi-threaded BLAS call per slice would put n x n
+  threads on n cores, and OpenBLAS's own threads gained little on the thin products of a CIFAR
+  ResNet (docs/B-speed.md measures both).
+
+The setting is process-wide, like ``torch.set_num_threads``: ``npse train``, ``npse evaluate`` and
+``npse bench`` take ``--threads N`` (default: the cores this process may use). A library user
+starts with one thread and BLAS as the environment set it. On CuPy nothing is sliced: the GPU
+runs each operation whole.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+_threads = 1
+_pool: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def get_num_threads() -> int:
+    """The number of threads the fast formulations share their work across."""
+    return _threads
+
+
+def set_num_threads(n: int) -> None:
+    """Share the fast formulations' work across ``n`` threads (``n`` >= 1), BLAS single-threaded
+    inside each. ``n`` = 1 runs everything in the calling thread on one core."""
+    global _threads, _pool
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: expected an integer >= 1, got {n!r}")
+    with _lock:
+        set_blas_threads(1)
+        if n != _threads or (n > 1 and _pool is None):
+            old, _pool = _pool, (ThreadPoolExecutor(n - 1, thread_name_prefix="npse")
+                                 if n > 1 else None)
+            _threads = n
+            if old is not None:
+                old.shutdown(wait=True)
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set the threads of every BLAS library NumPy loaded to ``n``; False where none could be
+    set (threadpoolctl absent, or a BLAS it does not know)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return False
+    blas = ThreadpoolController().select(user_api="blas")
+    blas.limit(limits=n)
+    return len(blas.lib_controllers) > 0
+
+
+def spans(n: int, parts: int | None = None) -> list[slice]:
+    """``range(n)`` cut into ``min(parts, n)`` contiguous slices (``parts``: the thread count),
+    their lengths differing by at most one, the longer first. Always the same for the same
+    arguments: what makes a threaded run repeatable."""
+    parts = max(1, min(_threads if parts is None else parts, n))
+    size, extra = divmod(n, parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def in_slices(fn, n: int, xp=None) -> list:
+    """``[fn(s) for s in spans(n)]``, the slices run at the same time: the first in the calling
+    thread, the others in the pool. Results come in slice order. On CuPy (``xp``), or with one
+    thread, ``fn(slice(0, n))`` alone. Every slice has finished before this returns or raises."""
+    if _pool is None or n < 2 or (xp is not None and xp.__name__ != "numpy"):
+        return [fn(slice(0, n))]
+    parts = spans(n)
+    futures = [_pool.submit(fn, s) for s in parts[1:]]
+    try:
+        first = fn(parts[0])
+    finally:
+        wait(futures)              # no slice may still write into a buffer once we return
+    return [first] + [f.result() for f in futures]
+
+
+def combine(partials):
+    """The sum of ``partials`` added left to right: the fixed order of a threaded reduction."""
+    total = partials[0]
+    for p in partials[1:]:
+        total = total + p
+    return total
