@@ -26,6 +26,7 @@ import numpy
 from . import backend
 from .fast.policy import ExecutionPolicy, policy_from_memory_format
 from .fast.registry import CATEGORIES, profile_category
+from .fast.threads import get_num_threads, set_num_threads, usable_cores
 from .step import Setup
 
 
@@ -74,21 +75,26 @@ def _torch_steps(config, batch, device):
 
 
 def interleaved_times(steps, repeats, warmup=2, pause=0.0):
-    """Median seconds of each ``(fn, sync)`` in ``steps``, timed in turns: one run of each per
-    round, ``repeats`` rounds. On a shared machine speed drifts over seconds; taking turns lets
-    every step see the same drift, so their ratios hold better than those of back-to-back medians.
+    """Median seconds of each ``(fn, sync)`` or ``(fn, sync, before)`` in ``steps``, timed in
+    turns: one run of each per round, ``repeats`` rounds; ``before()``, untimed, precedes each
+    run (the bench sets the step's thread count there). On a shared machine speed drifts over
+    seconds; taking turns lets every step see the same drift, so their ratios hold better than
+    those of back-to-back medians.
 
     ``pause`` seconds of sleep before each timed run: BLAS and OpenMP worker threads keep spinning
     for a while after their library's last call (Intel's OpenMP for 200 ms by default), and can
     otherwise take a core from the next step when it belongs to the other library.
     """
-    for fn, sync in steps:
+    steps = [tuple(step) + (lambda: None,) * (3 - len(step)) for step in steps]
+    for fn, sync, before in steps:
+        before()
         for _ in range(warmup):
             fn()
         sync()
     times = [[] for _ in steps]
     for _ in range(repeats):
-        for (fn, sync), kept in zip(steps, times):
+        for (fn, sync, before), kept in zip(steps, times):
+            before()
             time.sleep(pause)
             t = time.perf_counter()
             fn()
@@ -280,22 +286,33 @@ def run_benchmarks(args, policy: ExecutionPolicy | None = None) -> int:
     the one the options name) is what every model timed here runs under. The active backend is
     restored afterwards."""
     policy = policy_of(args) if policy is None else policy
+    threads_before = get_num_threads()
     with backend.using(args.backend or backend.get_backend()):
         model_names, batches, repeats = _request(args)
+        counts = list(getattr(args, "threads", None) or [usable_cores()])
+        if backend.get_backend() == "cupy":
+            counts = counts[:1]            # the GPU runs each operation whole: threads do not apply
         use_torch = not args.no_torch and _torch_found()
         print(f"machine: {machine_description()}")
         print(policy.describe())
         xp = backend.module()
         print(f"activations stored {'channels last' if policy.stores_channels_last(xp) else 'contiguous'}"
-              f" (--memory-format {args.memory_format})\n")
-        results, torch_train = _throughput_table(model_names, batches, repeats, policy, use_torch,
-                                                 not args.no_memory)
-        _scaling_lines(model_names, batches, results)
-        first, batch = model_names[0], (128 if 128 in batches else batches[0])
-        if not args.no_layers:
-            _layer_table(Setup(first, batch, policy), first, batch, repeats)
-        if not args.no_profile:
-            _profile_report(first, batch, batches, repeats, policy, torch_train.get(first))
+              f" (--memory-format {args.memory_format}); threads: {', '.join(map(str, counts))}\n")
+        try:
+            results, torch_train = _throughput_table(model_names, batches, repeats, policy,
+                                                     use_torch, not args.no_memory, counts)
+            _scaling_lines(model_names, batches, results, counts)
+            first, batch = model_names[0], (128 if 128 in batches else batches[0])
+            if not args.no_layers:
+                set_num_threads(counts[0])
+                _layer_table(Setup(first, batch, policy), first, batch, repeats)
+            if not args.no_profile:
+                for n in counts:
+                    set_num_threads(n)
+                    _profile_report(first, batch, batches, repeats, policy,
+                                    torch_train.get((first, n)), n)
+        finally:
+            set_num_threads(threads_before)
     return 0
 
 
@@ -314,25 +331,34 @@ def _request(args):
 
 
 def _torch_found() -> bool:
-    """Whether PyTorch can run the comparison (set to as many threads as there are CPUs)."""
+    """Whether PyTorch can run the comparison (at each of the bench's thread counts)."""
     try:
         import torch
     except ImportError:
         print("PyTorch not installed: no comparison (it is never needed by npse)")
         return False
-    torch.set_num_threads(os.cpu_count() or 1)
-    print(f"PyTorch {torch.__version__} found: running the same network in it ({torch.get_num_threads()} threads)")
+    print(f"PyTorch {torch.__version__} found: running the same network in it, at the same "
+          f"thread counts")
     return True
 
 
-def _throughput_table(model_names, batches, repeats, policy, use_torch, memory):
-    """Print images/s (and peak memory, and PyTorch's) of every model x batch size; return
-    ``({(name, batch): seconds per training step}, {name: PyTorch's training img/s at batch
-    128})``."""
+def _with_threads(n, torch=False):
+    """The untimed ``before`` of a step at ``n`` threads: npse's setting, or PyTorch's."""
+    if torch:
+        import torch as _torch
+        return lambda: _torch.set_num_threads(n)
+    return lambda: set_num_threads(n)
+
+
+def _throughput_table(model_names, batches, repeats, policy, use_torch, memory, counts=(1,)):
+    """Print images/s (and peak memory, and PyTorch's) of every model x batch size x thread
+    count, the thread counts timed in turns; return ``({(name, batch, threads): (seconds per
+    training step, per evaluation step, PyTorch's two or None)}, {(name, threads): PyTorch's
+    training img/s at batch 128})``."""
     from . import models
     xp = backend.module()
     on_gpu = backend.get_backend() == "cupy"
-    header = f"{'model':<14}{'batch':>6}{'train img/s':>13}{'eval img/s':>12}{'ms/step':>10}"
+    header = f"{'model':<14}{'batch':>6}{'threads':>8}{'train img/s':>13}{'eval img/s':>12}{'ms/step':>10}"
     header += f"{'peak MB':>9}" if memory else ""
     header += f"{'torch train':>13}{'torch eval':>12}{'train x':>9}{'eval x':>8}" if use_torch else ""
     print(header)
@@ -341,38 +367,61 @@ def _throughput_table(model_names, batches, repeats, policy, use_torch, memory):
         for batch in batches:
             setup = Setup(name, batch, policy)
             sync = (lambda: _sync(xp))
-            steps = [(setup.train_step, sync), (setup.eval_step, sync)]
+            steps = []
+            for n in counts:
+                steps += [(setup.train_step, sync, _with_threads(n)),
+                          (setup.eval_step, sync, _with_threads(n))]
             if use_torch:
                 t_train, t_eval, t_sync = _torch_steps(models.build_model(name).config, batch,
                                                        "cuda" if on_gpu else "cpu")
-                steps += [(t_train, t_sync), (t_eval, t_sync)]
+                for n in counts:
+                    steps += [(t_train, t_sync, _with_threads(n, torch=True)),
+                              (t_eval, t_sync, _with_threads(n, torch=True))]
             times = interleaved_times(steps, repeats, warmup=5 if on_gpu else 2,
                                       pause=0.5 if use_torch and not on_gpu else 0.0)
-            step, ev = times[:2]
-            results[(name, batch)] = step
-            line = f"{name:<14}{batch:>6}{batch / step:>13.1f}{batch / ev:>12.1f}{step * 1e3:>10.0f}"
+            for i, n in enumerate(counts):
+                step, ev = times[2 * i:2 * i + 2]
+                ours = batch / step, batch / ev
+                theirs = times[2 * len(counts) + 2 * i:2 * len(counts) + 2 * i + 2] if use_torch else None
+                results[(name, batch, n)] = (step, ev) + (tuple(theirs) if theirs else (None, None))
+                line = (f"{name:<14}{batch:>6}{n:>8}{ours[0]:>13.1f}{ours[1]:>12.1f}"
+                        f"{step * 1e3:>10.0f}")
+                if memory:
+                    set_num_threads(n)
+                    line += f"{_peak_step_memory(name, batch, policy) / 2**20:>9.0f}"
+                if theirs:
+                    if batch == (128 if 128 in batches else batches[0]):
+                        torch_train[(name, n)] = batch / theirs[0]
+                    line += (f"{batch / theirs[0]:>13.1f}{batch / theirs[1]:>12.1f}"
+                             f"{theirs[0] / step:>9.2f}{theirs[1] / ev:>8.2f}")
+                print(line, flush=True)
             del setup, steps
-            if memory:
-                line += f"{_peak_step_memory(name, batch, policy) / 2**20:>9.0f}"
-            if use_torch:
-                torch_img_s = [batch / times[2], batch / times[3]]
-                if batch == (128 if 128 in batches else batches[0]):
-                    torch_train[name] = torch_img_s[0]
-                line += (f"{torch_img_s[0]:>13.1f}{torch_img_s[1]:>12.1f}"
-                         f"{times[2] / step:>9.2f}{times[3] / ev:>8.2f}")
-            print(line, flush=True)
     print()
     return results, torch_train
 
 
-def _scaling_lines(model_names, batches, results) -> None:
+def _scaling_lines(model_names, batches, results, counts=(1,)) -> None:
+    """The gain from more threads (each count against the first), PyTorch's beside it; then
+    the cost of a bigger batch and of the deeper network, at the first thread count."""
+    for (name, batch, n), (step, ev, t_step, t_ev) in results.items():
+        if n == counts[0]:
+            continue
+        step1, ev1, t_step1, t_ev1 = results[(name, batch, counts[0])]
+        line = (f"{name}, batch {batch}: {counts[0]} -> {n} threads: training x{step1 / step:.2f}, "
+                f"evaluation x{ev1 / ev:.2f}")
+        if t_step is not None:
+            line += f" (PyTorch x{t_step1 / t_step:.2f}, x{t_ev1 / t_ev:.2f})"
+        print(line)
+    n = counts[0]
     for name in model_names:
-        if (name, 128) in results and (name, 512) in results:
-            print(f"{name}: one step at batch 512 costs {results[(name, 512)] / results[(name, 128)]:.2f}x "
+        if (name, 128, n) in results and (name, 512, n) in results:
+            print(f"{name}: one step at batch 512 costs "
+                  f"{results[(name, 512, n)][0] / results[(name, 128, n)][0]:.2f}x "
                   f"one at batch 128 (4x the work)")
     for batch in batches:
-        if ("se_resnet56", batch) in results and ("se_resnet20", batch) in results:
-            print(f"batch {batch}: SE-ResNet-56 step costs {results[('se_resnet56', batch)] / results[('se_resnet20', batch)]:.2f}x "
+        if ("se_resnet56", batch, n) in results and ("se_resnet20", batch, n) in results:
+            print(f"batch {batch}: SE-ResNet-56 step costs "
+                  f"{results[('se_resnet56', batch, n)][0] / results[('se_resnet20', batch, n)][0]:.2f}x "
                   f"SE-ResNet-20's (about 2.8x the work)")
 
 
@@ -385,7 +434,7 @@ def _layer_table(setup, name, batch, repeats) -> None:
     print(f"{'sum':<60}{sum(r[3] for r in rows):>9.1f}{sum(r[4] for r in rows):>10.1f}")
 
 
-def _profile_report(first, batch, batches, repeats, policy, torch_img_s) -> None:
+def _profile_report(first, batch, batches, repeats, policy, torch_img_s, threads=1) -> None:
     """The host/device split (GPU), the convolutions' GEMM floor and the profile by category."""
     xp = backend.module()
     on_gpu = backend.get_backend() == "cupy"
@@ -396,14 +445,18 @@ def _profile_report(first, batch, batches, repeats, policy, torch_img_s) -> None
             print(f"\n{first}, batch {b}: the host issues a training step in {host * 1e3:.1f} ms; "
                   f"the step takes {whole * 1e3:.1f} ms until the GPU is done"
                   + (" (launch-bound: the GPU waits for Python)" if host > 0.8 * whole else ""))
-    floor = conv_gemm_floor(setup, repeats)
+    floor = conv_gemm_floor(setup, repeats) / threads      # BLAS on one core, shared out evenly
     step = _median_time(setup.train_step, repeats, xp)
-    print(f"\n{first}, batch {batch}: the convolutions' matrix products alone (each timed on its own) "
+    shared = f", shared evenly across {threads} threads," if threads > 1 else ""
+    print(f"\n{first}, batch {batch}: the convolutions' matrix products alone (each timed on its own{shared}) "
           f"take {floor * 1e3:.0f} ms of a {step * 1e3:.0f} ms training step ({100 * floor / step:.0f}%); "
           f"with nothing else, a step would run at {batch / floor:.0f} img/s"
           + (f" ({batch / floor / torch_img_s:.2f}x PyTorch)" if torch_img_s else ""))
     total, spent = profile_step(setup)
-    print(f"\nprofile of one training step, {first}, batch {batch}: {total * 1e3:.0f} ms (under cProfile)"
-          + ("; on the GPU these are host-side times (issuing the work), not kernel times" if on_gpu else ""))
+    print(f"\nprofile of one training step, {first}, batch {batch}"
+          + (f", {threads} threads" if not on_gpu else "") + f": {total * 1e3:.0f} ms (under cProfile)"
+          + ("; on the GPU these are host-side times (issuing the work), not kernel times" if on_gpu else "")
+          + ("; the calling thread's view: its own slices, and its wait for the others'"
+             if threads > 1 and not on_gpu else ""))
     for cat in CATEGORIES:
         print(f"  {cat:<42}{spent[cat] * 1e3:>8.1f} ms  {100 * spent[cat] / total:>5.1f}%")

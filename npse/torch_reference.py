@@ -160,8 +160,9 @@ PROG = "python -m npse.torch_reference"
 
 
 def build_parser():
-    """The command line: ``train`` with the options of ``npse train``, plus --device, --threads."""
-    from .commands.options import Parser, add_train_options, positive_int
+    """The command line: ``train`` with the options of ``npse train`` (its --threads: PyTorch's),
+    plus --device."""
+    from .commands.options import Parser, add_train_options
     parser = Parser(prog=PROG, description="The PyTorch twin of npse's models, for reference runs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     p = sub.add_parser(
@@ -171,13 +172,12 @@ def build_parser():
             "initial weights, subset, normalisation, shuffle, augmentation and learning-rate "
             "schedule); PyTorch computes the passes and the SGD step. Prints one line per epoch "
             "and, with --out, writes OUT/metrics.jsonl in npse's format (for `npse plot OUT`). "
-            "--resume, --overwrite and --backend do not apply here."),
+            "--resume, --overwrite and --backend do not apply here; --threads sets PyTorch's CPU "
+            "threads (default: PyTorch's choice)."),
         epilog="Needs PyTorch (pip install torch); npse itself never does.")
     add_train_options(p)                               # the same options as `npse train`
     g = p.add_argument_group("PyTorch")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    g.add_argument("--threads", type=positive_int,
-                   help="torch CPU threads (default: PyTorch's choice)")
     return parser
 
 

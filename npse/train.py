@@ -40,6 +40,7 @@ from .rundir import (  # noqa: F401  (the first two lines are re-exported, not u
     CHECKPOINT, CONFIG, METRICS, check_out, default_out, check_same_data, data_fingerprint, kept_message,
     metrics_text, prepare_out, read_for_resume, write_epoch, write_failed_error,
     write_text_atomic)
+from .fast.threads import get_num_threads
 from .step import train_step
 
 
@@ -268,8 +269,13 @@ def prepare_run(config: TrainConfig, out: Path, log, policy) -> Run:
         f"{config.dataset}: {len(y_train)} train / {len(y_test)} test images; "
         f"{steps} iterations per epoch; {run.schedule.describe()}")
     log(policy.describe())
+    threads = get_num_threads()
+    log(f"{threads} thread{'s' if threads > 1 else ''} (npse.fast.threads)")
     if meta is not None:
         log(f"resuming {out} after epoch {run.start_epoch}/{config.epochs}")
+        if meta.get("threads") not in (None, threads):
+            log(f"note: the run so far used {meta['threads']} threads: from here on the numbers "
+                f"agree with an uninterrupted run to rounding, not bit for bit")
     return run
 
 
@@ -340,7 +346,7 @@ def run_epochs(run: Run, log):
             "epoch": epoch + 1, "iteration": run.iteration, "mean": run.mean, "std": run.std,
             "classes": run.classes, "data": run.described,
             "data_dir": None if config.data_dir is None else str(config.data_dir),
-            "eval_batch_size": config.eval_batch_size}, metrics)
+            "eval_batch_size": config.eval_batch_size, "threads": get_num_threads()}, metrics)
         log(_epoch_line(record, config.epochs))
     return per_class
 

@@ -32,11 +32,27 @@ def batch_sizes(text) -> list:
     return sizes
 
 
+def thread_counts(text) -> list:
+    """argparse type: a non-empty comma-separated list of thread counts >= 1."""
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(t < 1 for t in counts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated thread counts >= 1 such as "
+                                         f"1,2, got {text!r}")
+    return list(dict.fromkeys(counts))
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--models", type=model_names, default="se_resnet20,se_resnet56",
                         help="comma-separated model names (default: se_resnet20,se_resnet56)")
     parser.add_argument("--batch-sizes", type=batch_sizes, default="32,128,512",
                         help="comma-separated, each >= 2 (default: 32,128,512)")
+    parser.add_argument("--threads", type=thread_counts, metavar="T1,T2",
+                        help="thread counts to time each step at, in turns, with PyTorch at the "
+                             "same counts (npse.fast.threads; default: the cores this process "
+                             "may use)")
     parser.add_argument("--repeats", type=options.positive_int, default=5,
                         help="timed steps per measurement (default 5)")
     parser.add_argument("--backend", choices=BACKENDS, default=None)

@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="array backend (default: numpy)")
     p.add_argument("--batch-size", type=options.positive_int, default=250, help="default: 250")
+    options.add_threads_option(p)
 
 
 def data_dir_for(given, recorded):
@@ -47,6 +48,7 @@ def run(args) -> int:
     from ..train import evaluate
 
     backend.reuse_freed_memory()
+    options.use_threads(args)
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT

@@ -73,6 +73,23 @@ def int_list(text) -> tuple:
 
 # ----------------------------------------------------------------------------- running a command
 
+THREADS_HELP = ("threads that share a step's work (npse.fast.threads), BLAS single-threaded "
+                "in each (default: the cores this process may use)")
+
+
+def add_threads_option(p) -> None:
+    """``--threads N``: the setting of :func:`npse.fast.threads.set_num_threads`."""
+    p.add_argument("--threads", type=positive_int, metavar="N", help=THREADS_HELP)
+
+
+def use_threads(args) -> int:
+    """Set the threads that ``--threads`` asks for (default: the usable cores); return them."""
+    from ..fast.threads import set_num_threads, usable_cores
+    n = args.threads or usable_cores()
+    set_num_threads(n)
+    return n
+
+
 def parse(parser: argparse.ArgumentParser, argv):
     """``(args, None)``, or ``(None, status)`` when parsing ended the command already (``--help``
     exits 0; a usage error, already printed as one line by :class:`Parser`, exits 2)."""
@@ -156,6 +173,7 @@ def _add_run_options(g, d) -> None:
     g.add_argument("--reference", action="store_true",
                    help="compute with the reference layers of npse.nn only (the execution policy "
                         "npse.fast.REFERENCE): slower, the same numbers up to rounding")
+    add_threads_option(g)
 
 
 def _add_data_options(g, d) -> None:

@@ -41,9 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 (default: $NPSE_DATA, else "
                    "~/.cache/npse)")
     p.add_argument("--jobs", type=options.positive_int, default=1, metavar="K", help="K runs at once, each in "
-                   "its own process (on the CPU each gets cores/K BLAS threads; default: 1)")
-    p.add_argument("--threads", type=options.positive_int, metavar="T", help="BLAS threads per run on the CPU "
-                   "(default: cores/K)")
+                   "its own process (on the CPU each gets cores/K threads; default: 1)")
+    p.add_argument("--threads", type=options.positive_int, metavar="T", help="threads per run on the CPU "
+                   "(npse.fast.threads; default: cores/K)")
     p.add_argument("--quick", action="store_true", help="tiny networks, 500 images, 1 epoch: "
                    "shows the machinery in a minute or two, not a result")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")

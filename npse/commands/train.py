@@ -20,7 +20,8 @@ DESCRIPTION = (
 
 EPILOG = ("On --resume the configuration comes from the checkpoint: training options given again "
           "must agree with it (else an error); --data-dir, --no-download, --backend, "
-          "--eval-batch-size and --quiet may change.")
+          "--eval-batch-size, --quiet and --threads may change (with another --threads the "
+          "numbers agree to rounding, not bit for bit).")
 
 
 def add_arguments(parser) -> None:
@@ -34,6 +35,7 @@ def run(args) -> int:
 
     backend.reuse_freed_memory()     # fewer page faults in long runs (see its docstring)
     config = options.train_config(args)
+    options.use_threads(args)
     policy = None
     if args.reference:
         from ..fast import REFERENCE as policy

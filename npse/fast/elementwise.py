@@ -1,12 +1,13 @@
-"""A faster formulation of :func:`npse.nn.activations.relu_forward` / ``relu_backward``: the
-same numbers, written by slices of the batch across the threads of npse/fast/threads.py, into
-arrays stored as the input is. With one thread it is the reference's arithmetic."""
+"""Element-wise work by slices of the batch across the threads of npse/fast/threads.py: a
+formulation of :func:`npse.nn.activations.relu_forward` / ``relu_backward``, and the residual
+sum of a ResNet block (:func:`add`). The same numbers, written into arrays stored as the input
+is; with one thread, the reference's arithmetic."""
 from __future__ import annotations
 
 from ..backend import get_array_module
 from ..nn import ReLU
 from ..nn.activations import relu_backward, relu_forward
-from .registry import register
+from .registry import ELEMENTWISE, charge, register
 from .threads import in_slices
 
 
@@ -40,4 +41,16 @@ class ReLUFormulation:
         return dx
 
 
+def add(a, b):
+    """a + b of two arrays of one shape (a ResNet block's F(x) + S(x), and the sum of its two
+    input gradients), by slices of the first axis, stored as ``a`` is."""
+    xp = get_array_module(a, b)
+    if a.shape != b.shape or a.ndim == 0:
+        return a + b
+    out = xp.empty_like(a, dtype=xp.result_type(a, b))
+    in_slices(lambda s: xp.add(a[s], b[s], out=out[s]), a.shape[0], xp)
+    return out
+
+
+charge(__name__, ELEMENTWISE)
 register(ReLU, "by slices of the batch", ReLUFormulation, chosen=True)

@@ -33,8 +33,9 @@ from .workspace import Workspace
 
 #: The parts of a training step that ``npse bench``'s profile reports, in its order.
 CATEGORIES = ("im2col", "GEMM + layout copies", "col2im", "BatchNorm",
-              "element-wise (ReLU, SE, pool, add, fc)", "loss", "optimizer", "Python overhead")
-IM2COL, GEMM, COL2IM, BATCHNORM, ELEMENTWISE, LOSS, OPTIMIZER, PYTHON = CATEGORIES
+              "element-wise (ReLU, SE, pool, add, fc)", "loss", "optimizer",
+              "threads (handing out slices, waiting)", "Python overhead")
+IM2COL, GEMM, COL2IM, BATCHNORM, ELEMENTWISE, LOSS, OPTIMIZER, THREADS, PYTHON = CATEGORIES
 
 
 class SharedWorkspaces:
@@ -184,3 +185,6 @@ charge(nn.GlobalAvgPool2d.__module__, None, ("check_has_pixels",))     # a check
 # npse.models imports npse.fast.
 charge("npse.models.resnet", ELEMENTWISE, ("forward", "backward"))
 charge("npse.optim.sgd", OPTIMIZER)
+# npse.fast.threads: the calling thread hands out slices and waits for the other threads' (at
+# one thread, nothing); a name here, since npse.fast.threads imports nothing of npse
+charge("npse.fast.threads", THREADS)

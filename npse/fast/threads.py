@@ -28,13 +28,67 @@ runs each operation whole.
 """
 from __future__ import annotations
 
+import functools
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 
 _threads = 1
-_pool: ThreadPoolExecutor | None = None
+_pool: "Pool | None" = None
 _lock = threading.Lock()
+
+
+class Pool:
+    """``n`` worker threads, each waiting on its own queue for a (function, slice, reply queue).
+
+    A lighter thing than concurrent.futures' executor: a training step hands out about 250 sets
+    of slices, and a round trip through these C-implemented queues measured about 25 us, against
+    about 75 us with an executor and its futures.
+    """
+
+    def __init__(self, n):
+        self.inboxes = [queue.SimpleQueue() for _ in range(n)]
+        self.workers = [threading.Thread(target=self._work, args=(inbox,), daemon=True,
+                                         name=f"npse-{i + 1}")
+                        for i, inbox in enumerate(self.inboxes)]
+        for t in self.workers:
+            t.start()
+
+    @staticmethod
+    def _work(inbox):
+        _local.in_pool = True
+        while True:
+            task = inbox.get()
+            if task is None:
+                return
+            fn, s, reply = task
+            try:
+                reply.put((s.start, fn(s), None))
+            except BaseException as e:          # handed back to the caller, raised there
+                reply.put((s.start, None, e))
+
+    def run(self, fn, parts):
+        """``[fn(s) for s in parts]``: ``parts[0]`` here, the others in the workers."""
+        reply = queue.SimpleQueue()
+        for inbox, s in zip(self.inboxes, parts[1:]):
+            inbox.put((fn, s, reply))
+        try:
+            first = fn(parts[0])
+        finally:       # every slice has finished before this returns: none still writes a buffer
+            others = sorted((reply.get() for _ in parts[1:]), key=lambda r: r[0])
+        for _, _, error in others:
+            if error is not None:
+                raise error
+        return [first] + [result for _, result, _ in others]
+
+    def close(self):
+        for inbox in self.inboxes:
+            inbox.put(None)
+        for t in self.workers:
+            t.join()
+
+
+_local = threading.local()
 
 
 def usable_cores() -> int:
@@ -58,11 +112,10 @@ def set_num_threads(n: int) -> None:
     with _lock:
         set_blas_threads(1)
         if n != _threads or (n > 1 and _pool is None):
-            old, _pool = _pool, (ThreadPoolExecutor(n - 1, thread_name_prefix="npse")
-                                 if n > 1 else None)
+            old, _pool = _pool, (Pool(n - 1) if n > 1 else None)
             _threads = n
             if old is not None:
-                old.shutdown(wait=True)
+                old.close()
 
 
 def set_blas_threads(n: int) -> bool:
@@ -81,27 +134,29 @@ def spans(n: int, parts: int | None = None) -> list[slice]:
     """``range(n)`` cut into ``min(parts, n)`` contiguous slices (``parts``: the thread count),
     their lengths differing by at most one, the longer first. Always the same for the same
     arguments: what makes a threaded run repeatable."""
-    parts = max(1, min(_threads if parts is None else parts, n))
+    return list(_spans(n, _threads if parts is None else parts))
+
+
+@functools.lru_cache(maxsize=1024)
+def _spans(n, parts):
+    parts = max(1, min(parts, n))
     size, extra = divmod(n, parts)
     bounds = [0]
     for i in range(parts):
         bounds.append(bounds[-1] + size + (i < extra))
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return tuple(slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
 
 
 def in_slices(fn, n: int, xp=None) -> list:
     """``[fn(s) for s in spans(n)]``, the slices run at the same time: the first in the calling
     thread, the others in the pool. Results come in slice order. On CuPy (``xp``), or with one
-    thread, ``fn(slice(0, n))`` alone. Every slice has finished before this returns or raises."""
-    if _pool is None or n < 2 or (xp is not None and xp.__name__ != "numpy"):
+    thread, ``fn(slice(0, n))`` alone; inside a slice (a call from a worker), too. Every slice has
+    finished before this returns or raises."""
+    pool = _pool
+    if (pool is None or n < 2 or (xp is not None and xp.__name__ != "numpy")
+            or getattr(_local, "in_pool", False)):
         return [fn(slice(0, n))]
-    parts = spans(n)
-    futures = [_pool.submit(fn, s) for s in parts[1:]]
-    try:
-        first = fn(parts[0])
-    finally:
-        wait(futures)              # no slice may still write into a buffer once we return
-    return [first] + [f.result() for f in futures]
+    return pool.run(fn, _spans(n, _threads))
 
 
 def combine(partials):

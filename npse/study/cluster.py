@@ -160,7 +160,7 @@ def train_task(job: Job, threads, command: str, lock_wait: float = LOCK_WAIT) ->
         with open(job.directory / LOG, "a", encoding="utf-8") as log:
             log.write(f"npse study: {'resuming' if found.state == 'interrupted' else 'starting'}"
                       f" on {socket.gethostname()}, Dask worker {worker.address} (pid "
-                      f"{os.getpid()}), {threads} BLAS thread{'s' if threads != 1 else ''}\n")
+                      f"{os.getpid()}), {threads} thread{'s' if threads != 1 else ''}\n")
     except BaseException:
         os.close(fd)
         raise

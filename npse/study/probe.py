@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .arms import ARMS, QUICK, Protocol
+from ..fast.threads import set_num_threads
 from .runs import usable_cores, worker_env
 
 WARMUP_STEPS = 3        # CuPy compiles its kernels and fills its memory pool in the first steps
@@ -31,6 +32,8 @@ def probe_worker(spec: dict) -> int:
     from ..models import build_model
     from ..step import Setup
     backend.set_backend(spec["backend"])
+    if spec["backend"] == "numpy":
+        set_num_threads(spec.get("threads") or 1)
     xp = backend.module()
     protocol = Protocol(**{**spec["protocol"], "widths": spec["protocol"]["widths"]
                            and tuple(spec["protocol"]["widths"])})
@@ -114,7 +117,7 @@ def _probe_k(k: int, spec: dict, threads) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         logs = [open(Path(tmp) / f"{i}.log", "w+", encoding="utf-8") for i in range(k)]
         procs = [subprocess.Popen([sys.executable, "-m", "npse.study", "--probe-worker",
-                                   json.dumps(spec)], stdin=subprocess.PIPE,
+                                   json.dumps({**spec, "threads": threads})], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=log, text=True, env=env)
                  for log in logs]
         try:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..config import TrainConfig, build_model
+from ..fast.threads import set_num_threads, usable_cores  # noqa: F401  (usable_cores: re-exported)
 from ..rundir import METRICS, OWN_FILES
 from ..train import NonFiniteLossError, train
 from .arms import ARMS, MAX_SEEDS, PRIMARY, Protocol, seeds_for, study_arms
@@ -58,6 +59,8 @@ def run_one(spec: dict) -> int:
     record = {"arm": spec["arm"], "seed": config.seed, **git_commit(),
               "threads": spec.get("threads"), "started": time.strftime(
                   "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)), "command": spec["command"]}
+    if config.backend == "numpy":              # this run's share of the cores
+        set_num_threads(spec.get("threads") or 1)
     try:
         final = train(config, log=print)
     except KeyboardInterrupt:
@@ -139,14 +142,6 @@ def worker_spec(job: Job, threads: int, command: str) -> dict:
 #: Beside a step's own memory, a worker holds the whole CIFAR-10 (180 MiB as uint8, read before
 #: a subset is taken) and the interpreter with NumPy (about 100 MiB).
 WORKER_BASE_BYTES = 280 * 2**20
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system has one): what
-    the runs' BLAS threads are shared out of."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def cap_jobs(jobs: int, names: str, protocol: Protocol, backend_name: str, log) -> int:
@@ -248,7 +243,7 @@ def _schedule(names, out, protocol, seeds, jobs, all_jobs, threads, deadline, co
     log(f"study {names} in {out}: {len(all_jobs)} runs, {done} already finished or failed, "
         + (f"{len(skipped)} skipped, " if skipped else "")
         + f"{len(todo)} to run, {at_once}"
-        + (f" ({threads} BLAS thread{'s' if threads > 1 else ''} each)" if threads else ""))
+        + (f" ({threads} thread{'s' if threads > 1 else ''} each)" if threads else ""))
     for job in skipped:
         log(skip_line(job))
     running: list = []
