@@ -31,7 +31,7 @@ from .workspace import Workspace
 from . import patches as P
 from .policy import CONV_LAYOUTS, ExecutionPolicy
 from .registry import register
-from .threads import combine, in_slices
+from .threads import blocks, combine, in_slices
 
 ROWS = ("patch_rows", "kernel_rows")          # the layouts whose y and dx are stored channels last
 
@@ -85,7 +85,8 @@ class Conv2dFormulations:
         out_size = check_window("Conv2d", x.shape, (kh, kw), stride, padding)
         layout = self.forward_layout(xp, is_channels_last(x), c, stride, out_size)
         workspace = self.workspace if keep else self.no_grad_ws
-        y, kept = _FORWARD[layout](x, weight, stride, padding, out_size, workspace, self.scratch)
+        y, kept = _FORWARD[layout](x, weight, stride, padding, out_size, workspace, self.scratch,
+                                   self.policy)
         if bias is not None:
             y += bias.reshape(1, o, 1, 1)
         cache = (layout, x.shape, kept, weight, bias is not None, stride, padding) if keep else None
@@ -118,7 +119,7 @@ class Conv2dFormulations:
         pad = (kh - 1 - padding[0], kw - 1 - padding[1])
         flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
         dx, _ = _FORWARD[route](dy, flipped, (1, 1), pad, tuple(x_shape[2:]), self.backward_ws,
-                                self.scratch)
+                                self.scratch, self.policy)
         return dx
 
 
@@ -136,7 +137,7 @@ def _batch_columns(dy, workspace):
     return dy2.reshape(o, -1)
 
 
-def _forward_batch(x, weight, stride, padding, out_size, workspace, scratch):
+def _forward_batch(x, weight, stride, padding, out_size, workspace, scratch, policy):
     xp = get_array_module(x)
     n, (o, _, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
     cols = P.columns(x, (kh, kw), stride, padding, workspace)                  # (C*KH*KW, N*OH*OW)
@@ -147,7 +148,7 @@ def _forward_batch(x, weight, stride, padding, out_size, workspace, scratch):
     return y, cols
 
 
-def _forward_per_image(x, weight, stride, padding, out_size, workspace, scratch):
+def _forward_per_image(x, weight, stride, padding, out_size, workspace, scratch, policy):
     xp = get_array_module(x)
     n, (o, _, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
     cols = P.columns_per_image(x, (kh, kw), stride, padding, workspace)        # (N, C*KH*KW, OH*OW)
@@ -155,36 +156,40 @@ def _forward_per_image(x, weight, stride, padding, out_size, workspace, scratch)
     return y.reshape(n, o, oh, ow), cols
 
 
-def _forward_patch_rows(x, weight, stride, padding, out_size, workspace, scratch):
+def _forward_patch_rows(x, weight, stride, padding, out_size, workspace, scratch, policy):
     xp = get_array_module(x)
     n, (o, _, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
     rows, fill = P.patch_rows_in_slices(nhwc(x), (kh, kw), stride, padding, workspace)
     rows2, pixels = rows.reshape(n * oh * ow, -1), oh * ow                     # (N*OH*OW, KH*KW*C)
     w_rows = _weight_rows(weight).T
     y = xp.empty((n * oh * ow, o), dtype=x.dtype)                               # (N*OH*OW, O)
+    per_block = policy.images_per_block(xp, rows[0].nbytes)
 
-    def images(s):                  # the patches of images s, then their rows of the product
-        fill(s)
-        xp.matmul(rows2[s.start * pixels:s.stop * pixels], w_rows,
-                  out=y[s.start * pixels:s.stop * pixels])
+    def images(s):                  # the patches of a few images, then their rows of the product
+        for b in blocks(s, per_block):
+            fill(b)
+            xp.matmul(rows2[b.start * pixels:b.stop * pixels], w_rows,
+                      out=y[b.start * pixels:b.stop * pixels])
     in_slices(images, n, xp)
     return from_nhwc(y.reshape(n, oh, ow, o)), rows2
 
 
-def _forward_kernel_rows(x, weight, stride, padding, out_size, workspace, scratch):
+def _forward_kernel_rows(x, weight, stride, padding, out_size, workspace, scratch, policy):
     xp = get_array_module(x)
     n, (o, c, kh, kw), (oh, ow) = x.shape[0], weight.shape, out_size
     e, fill = P.patch_rows_in_slices(nhwc(x), (1, kw), (1, 1), padding, workspace)  # (N, HP*OW, KW*C)
     y = xp.empty((n, oh * ow, o), dtype=x.dtype)
     part = P.buffer(scratch, "conv.kernel_row_product", y.shape, y) if kh > 1 else None
     w_kys = [weight[:, :, ky].transpose(2, 1, 0).reshape(kw * c, o) for ky in range(kh)]  # rows (kx, c)
+    per_block = policy.images_per_block(xp, e[0].nbytes)
 
-    def images(s):
-        fill(s)
-        for ky, w_ky in enumerate(w_kys):
-            xp.matmul(e[s, ky * ow:ky * ow + oh * ow], w_ky, out=part[s] if ky else y[s])
-            if ky:
-                y[s] += part[s]
+    def images(s):                  # the patches of a few images, then their KH products
+        for b in blocks(s, per_block):
+            fill(b)
+            for ky, w_ky in enumerate(w_kys):
+                xp.matmul(e[b, ky * ow:ky * ow + oh * ow], w_ky, out=part[b] if ky else y[b])
+                if ky:
+                    y[b] += part[b]
     in_slices(images, n, xp)
     return from_nhwc(y.reshape(n, oh, ow, o)), e
 

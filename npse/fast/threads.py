@@ -159,6 +159,13 @@ def in_slices(fn, n: int, xp=None) -> list:
     return pool.run(fn, _spans(n, _threads))
 
 
+def blocks(s: slice, size):
+    """The slice ``s`` in consecutive pieces of ``size`` (None: ``s`` whole)."""
+    if size is None:
+        return [s]
+    return [slice(b, min(b + size, s.stop)) for b in range(s.start, s.stop, size)]
+
+
 def combine(partials):
     """The sum of ``partials`` added left to right: the fixed order of a threaded reduction."""
     total = partials[0]
