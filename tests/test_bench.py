@@ -150,3 +150,29 @@ def test_the_profile_sorts_by_the_registry_as_the_file_rules_did(policy):
         assert new == old_category(filename, funcname), (filename, funcname)
         found[new] = found.get(new, 0) + 1
     assert set(found) - {"threads (handing out slices, waiting)"} == set(timed) | {None}
+
+
+def test_bench_times_each_thread_count_and_prints_the_scaling(capsys):
+    from npse.fast.threads import get_num_threads
+    before = get_num_threads()
+    status = main(["bench", "--models", "se_resnet8", "--batch-sizes", "4", "--repeats", "1",
+                   "--no-torch", "--no-layers", "--no-memory", "--threads", "1,2"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "se_resnet8         4       1" in out and "se_resnet8         4       2" in out
+    assert "se_resnet8, batch 4: 1 -> 2 threads: training x" in out
+    assert "profile of one training step, se_resnet8, batch 4, 2 threads" in out
+    assert "threads (handing out slices, waiting)" in out
+    assert get_num_threads() == before                  # the setting is given back
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--threads", "0"], "expected comma-separated thread counts >= 1"),
+    (["bench", "--threads", "1,x"], "expected comma-separated thread counts >= 1"),
+    (["train", "--threads", "0"], "expected an integer >= 1"),
+    (["evaluate", "run", "--threads", "-2"], "expected an integer >= 1"),
+])
+def test_threads_options_refuse_bad_counts_in_one_line(argv, message, capsys):
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -84,8 +84,17 @@ def test_metrics_file_has_one_line_per_epoch(tmp_path, data_dir):
     assert meta["model_config"]["widths"] == [4, 8, 8]
 
 
-def test_resume_equals_uninterrupted(tmp_path, data_dir, monkeypatch):
-    """Interrupt in the middle of epoch 2, resume, and match the uninterrupted run bit for bit."""
+@pytest.fixture(params=[1, 2], ids=lambda n: f"{n} threads")
+def n_threads(request):
+    from npse.fast.threads import set_num_threads
+    set_num_threads(request.param)
+    yield request.param
+    set_num_threads(1)
+
+
+def test_resume_equals_uninterrupted(tmp_path, data_dir, monkeypatch, n_threads):
+    """Interrupt in the middle of epoch 2, resume, and match the uninterrupted run bit for bit,
+    at one thread and at two (npse.fast.threads: slices and sums in a fixed order)."""
     train(tiny(tmp_path, data_dir, "straight"), log=None)
 
     real = T.iterate_batches
@@ -118,6 +127,21 @@ def test_resume_equals_uninterrupted(tmp_path, data_dir, monkeypatch):
     for key in arrays_a:
         np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=key)
     assert meta_a["iteration"] == meta_b["iteration"]
+    assert meta_a["threads"] == meta_b["threads"] == n_threads
+
+
+def test_resume_with_other_threads_says_the_numbers_agree_to_rounding(tmp_path, data_dir):
+    from npse.fast.threads import set_num_threads
+    train(tiny(tmp_path, data_dir, epochs=1), log=None)
+    lines = []
+    set_num_threads(2)
+    try:
+        train(tiny(tmp_path, data_dir, epochs=1, resume=True), log=lines.append)
+    finally:
+        set_num_threads(1)
+    assert "2 threads (npse.fast.threads)" in lines
+    assert any("the run so far used 1 threads" in line and "not bit for bit" in line
+               for line in lines), lines
 
 
 def test_resume_refuses_a_different_configuration(tmp_path, data_dir):
