@@ -26,7 +26,7 @@ import numpy
 from . import backend
 from .fast.policy import ExecutionPolicy, policy_from_memory_format
 from .fast.registry import CATEGORIES, profile_category
-from .fast.threads import get_num_threads, set_num_threads, usable_cores
+from .fast.threads import get_num_threads, set_num_threads, usable_cores, using as using_threads
 from .step import Setup
 
 
@@ -286,8 +286,7 @@ def run_benchmarks(args, policy: ExecutionPolicy | None = None) -> int:
     the one the options name) is what every model timed here runs under. The active backend is
     restored afterwards."""
     policy = policy_of(args) if policy is None else policy
-    threads_before = get_num_threads()
-    with backend.using(args.backend or backend.get_backend()):
+    with backend.using(args.backend or backend.get_backend()), using_threads(get_num_threads()):
         model_names, batches, repeats = _request(args)
         counts = list(getattr(args, "threads", None) or [usable_cores()])
         if backend.get_backend() == "cupy":
@@ -298,21 +297,18 @@ def run_benchmarks(args, policy: ExecutionPolicy | None = None) -> int:
         xp = backend.module()
         print(f"activations stored {'channels last' if policy.stores_channels_last(xp) else 'contiguous'}"
               f" (--memory-format {args.memory_format}); threads: {', '.join(map(str, counts))}\n")
-        try:
-            results, torch_train = _throughput_table(model_names, batches, repeats, policy,
-                                                     use_torch, not args.no_memory, counts)
-            _scaling_lines(model_names, batches, results, counts)
-            first, batch = model_names[0], (128 if 128 in batches else batches[0])
-            if not args.no_layers:
-                set_num_threads(counts[0])
-                _layer_table(Setup(first, batch, policy), first, batch, repeats)
-            if not args.no_profile:
-                for n in counts:
-                    set_num_threads(n)
-                    _profile_report(first, batch, batches, repeats, policy,
-                                    torch_train.get((first, n)), n)
-        finally:
-            set_num_threads(threads_before)
+        results, torch_train = _throughput_table(model_names, batches, repeats, policy,
+                                                 use_torch, not args.no_memory, counts)
+        _scaling_lines(model_names, batches, results, counts)
+        first, batch = model_names[0], (128 if 128 in batches else batches[0])
+        if not args.no_layers:
+            set_num_threads(counts[0])
+            _layer_table(Setup(first, batch, policy), first, batch, repeats)
+        if not args.no_profile:
+            for n in counts:
+                set_num_threads(n)
+                _profile_report(first, batch, batches, repeats, policy,
+                                torch_train.get((first, n)), n)
     return 0
 
 

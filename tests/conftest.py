@@ -25,6 +25,16 @@ settings.register_profile("thorough", max_examples=500, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread_after_each_test():
+    """npse's commands set the process-wide thread count (npse.fast.threads) as a command line
+    would; a test that runs one through ``main`` must not leave it to the tests after it."""
+    yield
+    from npse.fast.threads import get_num_threads, set_num_threads
+    if get_num_threads() != 1:
+        set_num_threads(1)
+
+
 @pytest.fixture(scope="session", params=["numpy", "cupy"])
 def backend_name(request):
     """Runs a test once per backend; the CuPy run skips where CuPy or a GPU is absent."""

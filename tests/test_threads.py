@@ -118,3 +118,16 @@ def test_a_step_at_a_fixed_thread_count_repeats_bit_for_bit_and_agrees_across_co
         np.testing.assert_array_equal(two[key], two_again[key], err_msg=key)
         np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
         np.testing.assert_allclose(four[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_using_restores_the_thread_count_and_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas"]
+    before_blas, before = blas(), threads.get_num_threads()
+    with threads.using(3) as n:
+        assert n == threads.get_num_threads() == 3
+        assert all(t == 1 for t in blas())          # single-threaded inside each slice
+    assert threads.get_num_threads() == before and blas() == before_blas

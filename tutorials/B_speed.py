@@ -107,7 +107,8 @@ for stored in (x, to_channels_last(x)):
 print("\nregistered formulations (tests/test_formulations.py runs each against its reference):")
 for f in FORMULATIONS:
     print(f"  {f.layer.__name__:<16} {f.name}{'   (the one a policy puts in place)' if f.chosen else ''}")
-assert {f.layer for f in FORMULATIONS} == {nn.Conv2d, nn.BatchNorm2d, nn.GlobalAvgPool2d, nn.SEBlock}
+assert {f.layer for f in FORMULATIONS} == {nn.Conv2d, nn.BatchNorm2d, nn.GlobalAvgPool2d,
+                                          nn.SEBlock, nn.ReLU}
 # The SGD update is no layer: its fused CuPy kernel is registered as an update formulation.
 for u in UPDATES:
     print(f"  {u.optimizer + ' update':<16} {u.name}   (runs on {', '.join(u.backends)}; SGD(fused=True))")
@@ -131,3 +132,29 @@ for policy in (REFERENCE, FAST):
         model(x)
     print(f"SE-ResNet-20, evaluation of 32 images under {policy.name!r}: "
           f"{1000 * (time.perf_counter() - start):.0f} ms (one run on this machine; not asserted)")
+
+
+# %% [markdown]
+# ## 6. Threads: the same step, in slices of the batch
+#
+# `npse.fast.threads` cuts the batch into one slice per thread; each formulation works on its
+# slice (patches and products, BatchNorm's sums, ReLU, the SE block's scale) and partial sums are
+# added in slice order, so a step at a fixed thread count repeats bit for bit, and agrees with
+# one thread to rounding. Explained in [appendix B](../docs/B-speed.md) (section "Threads").
+
+# %%
+from npse.fast import threads  # noqa: E402
+
+print("\nthe slices of a batch of 10 for 1, 2 and 4 threads:",
+      [threads.spans(10, n) for n in (1, 2, 4)])
+x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+model = models.se_resnet20(seed=0).use_policy(FAST)
+model.eval()
+outputs = {}
+for n in (1, 2, 2):
+    with threads.using(n), nn.no_grad():
+        outputs.setdefault(n, []).append(model(x))
+print("two threads, twice: bit for bit the same:", np.array_equal(*outputs[2]))
+print(f"one thread against two: largest relative difference "
+      f"{relative_error(outputs[2][0], outputs[1][0]):.1e} (float32 rounding)")
+assert np.array_equal(*outputs[2]) and relative_error(outputs[2][0], outputs[1][0]) < 1e-5

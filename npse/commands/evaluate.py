@@ -42,13 +42,19 @@ def data_dir_for(given, recorded):
 
 def run(args) -> int:
     from .. import backend
+
+    backend.reuse_freed_memory()
+    with options.threads_of(args):
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
+    from .. import backend
     from ..config import TrainConfig, load_dataset
     from ..fast import FAST
     from ..rundir import CHECKPOINT, load_model_for_inference
     from ..train import evaluate
 
-    backend.reuse_freed_memory()
-    options.use_threads(args)
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT

@@ -82,12 +82,11 @@ def add_threads_option(p) -> None:
     p.add_argument("--threads", type=positive_int, metavar="N", help=THREADS_HELP)
 
 
-def use_threads(args) -> int:
-    """Set the threads that ``--threads`` asks for (default: the usable cores); return them."""
-    from ..fast.threads import set_num_threads, usable_cores
-    n = args.threads or usable_cores()
-    set_num_threads(n)
-    return n
+def threads_of(args):
+    """``with threads_of(args):`` the threads ``--threads`` asks for (default: the usable cores)
+    inside, the setting as it was afterwards (npse.fast.threads.using)."""
+    from ..fast.threads import usable_cores, using
+    return using(args.threads or usable_cores())
 
 
 def parse(parser: argparse.ArgumentParser, argv):

@@ -35,12 +35,12 @@ def run(args) -> int:
 
     backend.reuse_freed_memory()     # fewer page faults in long runs (see its docstring)
     config = options.train_config(args)
-    options.use_threads(args)
     policy = None
     if args.reference:
         from ..fast import REFERENCE as policy
     try:
-        train(config, policy=policy)
+        with options.threads_of(args):
+            train(config, policy=policy)
     except KeyboardInterrupt:
         if (Path(config.out) / CHECKPOINT).exists():
             print(f"interrupted; resume with: npse train --out {shlex.quote(config.out)} --resume",

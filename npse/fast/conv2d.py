@@ -245,15 +245,17 @@ def _input_grad_rows(dy, weight, x_shape, stride, padding):
     o, _, kh, kw = weight.shape
     (ph, pw), pixels = padding, dy.shape[2] * dy.shape[3]
     dy_rows, w_rows = nhwc(dy).reshape(-1, o), _weight_rows(weight)
-    dx_padded = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=dy.dtype)
+    dx_padded = xp.empty((n, h + 2 * ph, w + 2 * pw, c), dtype=dy.dtype)
+    dx = dx_padded if ph == 0 and pw == 0 else xp.empty((n, h, w, c), dtype=dy.dtype)
 
     def images(s):
-        drows = dy_rows[s.start * pixels:s.stop * pixels] @ w_rows
-        P.add_patch_rows(dx_padded[s], drows, (kh, kw), stride)
+        dx_padded[s] = 0
+        P.add_patch_rows(dx_padded[s], dy_rows[s.start * pixels:s.stop * pixels] @ w_rows,
+                         (kh, kw), stride)
+        if dx is not dx_padded:
+            dx[s] = dx_padded[s, ph:ph + h, pw:pw + w]
     in_slices(images, n, xp)
-    if ph == 0 and pw == 0:
-        return dx_padded
-    return xp.ascontiguousarray(dx_padded[:, ph:ph + h, pw:pw + w])
+    return dx
 
 
 _FORWARD = dict(batch=_forward_batch, per_image=_forward_per_image,

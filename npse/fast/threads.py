@@ -28,6 +28,7 @@ runs each operation whole.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import queue
@@ -111,11 +112,37 @@ def set_num_threads(n: int) -> None:
         raise ValueError(f"set_num_threads: expected an integer >= 1, got {n!r}")
     with _lock:
         set_blas_threads(1)
-        if n != _threads or (n > 1 and _pool is None):
-            old, _pool = _pool, (Pool(n - 1) if n > 1 else None)
-            _threads = n
-            if old is not None:
-                old.close()
+        _set_pool(n)
+
+
+def _set_pool(n):
+    global _threads, _pool
+    if n != _threads or (n > 1 and _pool is None):
+        old, _pool = _pool, (Pool(n - 1) if n > 1 else None)
+        _threads = n
+        if old is not None:
+            old.close()
+
+
+@contextlib.contextmanager
+def using(n: int):
+    """``with using(n):`` :func:`set_num_threads` ``(n)`` inside, and afterwards the thread count
+    and BLAS's threads as they were (what a command run from Python, such as
+    ``npse.cli.main(["evaluate", ...])``, leaves behind: nothing)."""
+    before = _threads
+    try:
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(limits=None, user_api="blas")     # remembers; changes nothing
+    except ImportError:
+        blas = None
+    try:
+        set_num_threads(n)
+        yield n
+    finally:
+        with _lock:
+            _set_pool(before)
+        if blas is not None:
+            blas.restore_original_limits()
 
 
 def set_blas_threads(n: int) -> bool:
