@@ -189,7 +189,7 @@ def test_fixing_a_stage_changes_that_stage_and_what_follows_only(toy):
 def test_probe_results_match_fixing_by_hand_and_release_every_gate(toy):
     model, x, y, mean, std = toy
     stats, acc = collect_gates(model, x, y, mean, std, 10)
-    results = probe(model, x, y, mean, std, stats, batch_size=7)
+    results = probe(model, x, y, mean, std, {n: s.mean for n, s in stats.items()}, batch_size=7)
     assert [(r["stage"], r["replacement"]) for r in results] == [
         (s, r) for s in ("1", "2", "3", "all") for r in ("mean", "one")]
     assert all(b.fixed_gate is None for _, b in find_se_blocks(model))
@@ -222,7 +222,7 @@ def test_the_mean_probe_changes_nothing_when_the_gates_ignore_the_input(toy):
         block.fc2.weight.data[...] = 0
     stats, acc = collect_gates(model, x, y, mean, std, 10)
     base_loss = evaluate(model, x, y, mean, std)[0]
-    for r in probe(model, x, y, mean, std, stats):
+    for r in probe(model, x, y, mean, std, {n: s.mean for n, s in stats.items()}):
         if r["replacement"] == "mean":
             assert r["accuracy"] == acc and r["loss"] == pytest.approx(base_loss, rel=1e-12)
         else:                                # gate 1 instead of sigmoid(b2): the scale changes
