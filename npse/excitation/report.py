@@ -219,6 +219,19 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path) -> None:
+    """``fig`` as a PNG of 256 colours: line plots and heat maps lose nothing visible, and the
+    file is about a third of matplotlib's RGBA (the repository stores these figures)."""
+    import io
+
+    from PIL import Image              # matplotlib's own dependency
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=150)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(256).save(path, format="PNG", optimize=True)
+
+
 def _zoom(values, floor=1e-4) -> float:
     """A symmetric half-range for deviations ``values``: their largest size plus 15%."""
     top = float(numpy.nanmax(numpy.abs(values))) if numpy.size(values) else 0.0
@@ -263,7 +276,7 @@ def plot_class_means(stats: dict, classes, path, show, hidden=None) -> Path:
             ax.set_xlabel("channel")
         fig.suptitle("mean gate per channel (each panel's axis zoomed to its own range)")
         fig.tight_layout()
-        fig.savefig(path, dpi=150)
+        _save(fig, path)
         plt.close(fig)
     return Path(path)
 
@@ -299,49 +312,62 @@ def plot_within_class(stats: dict, classes, path, pair, hidden=None) -> Path:
         axes[-1, 0].set_xlabel("channel")
         fig.suptitle("class mean minus the mean over classes, \u00b1 one sd within the class")
         fig.tight_layout()
-        fig.savefig(path, dpi=150)
+        _save(fig, path)
         plt.close(fig)
     return Path(path)
 
 
-def _histogram_range(stats: dict, pad=0.02) -> tuple[float, float]:
-    """The gate values any histogram reaches, padded and rounded out to 0.05: one x-axis for
-    every block, so that their spreads compare."""
+def _histogram_range(stats: dict, tail=5e-4, pad=0.02) -> tuple[float, float, int]:
+    """``(low, high, outside)``: one x-axis for every block's histogram, so that their spreads
+    compare: from each block's ``tail`` quantile to its ``1 - tail`` quantile (a few stray gates
+    would otherwise stretch it to [0, 1]), padded by ``pad`` and rounded out to 0.05; ``outside``
+    counts the gates of all blocks that fall outside it (the figure says how many)."""
     low, high = 1.0, 0.0
     for s in stats.values():
-        used = numpy.flatnonzero(s.hist.sum(axis=0))
-        if used.size:
-            bins = s.hist.shape[1]
-            low, high = min(low, used[0] / bins), max(high, (used[-1] + 1) / bins)
+        pooled = s.hist.sum(axis=0)
+        cumulative = numpy.cumsum(pooled) / max(int(pooled.sum()), 1)
+        bins = len(pooled)
+        low = min(low, numpy.searchsorted(cumulative, tail, side="right") / bins)
+        high = max(high, (numpy.searchsorted(cumulative, 1 - tail) + 1) / bins)
     if low > high:
-        return 0.0, 1.0
-    return max(0.0, numpy.floor((low - pad) * 20) / 20), min(1.0, numpy.ceil((high + pad) * 20) / 20)
+        return 0.0, 1.0, 0
+    low = max(0.0, numpy.floor((low - pad) * 20) / 20)
+    high = min(1.0, numpy.ceil((high + pad) * 20) / 20)
+    outside = 0
+    for s in stats.values():
+        edges = numpy.arange(s.hist.shape[1] + 1) / s.hist.shape[1]
+        inside = (edges[:-1] >= low - 1e-12) & (edges[1:] <= high + 1e-12)
+        outside += int(s.hist[:, ~inside].sum())
+    return float(low), float(high), outside
 
 
 def plot_histograms(stats: dict, path, hidden=None) -> Path:
     """Every block's gates as a histogram per channel (``GateStats.hist``; rows: channels sorted
     by their mean gate, colour: the share of the images in each bin), on one zoomed x-axis shared
-    by all blocks. Drawn from gates.npz alone."""
+    by all blocks (:func:`_histogram_range`). Drawn from gates.npz alone."""
     plt = _pyplot()
+    import matplotlib
     from matplotlib.colors import PowerNorm
+    # Empty bins (masked) white: where no image put a gate.
+    cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="white")
     names = list(stats)
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
-    lo, hi = _histogram_range(stats)
+    lo, hi, outside = _histogram_range(stats)
     with plt.rc_context(FONTS):
-        fig, axes = plt.subplots(rows, cols, figsize=(FIGURE_WIDTH, 1.9 * rows + 1.0),
+        fig, axes = plt.subplots(rows, cols, figsize=(FIGURE_WIDTH, 1.9 * rows + 1.1),
                                  squeeze=False, sharex=True)
         for ax, name in zip(axes.ravel(), names):
             s = stats[name]
-            bins = s.hist.shape[1]
             share = s.hist / numpy.maximum(s.hist.sum(axis=1, keepdims=True), 1)
             order = numpy.argsort(s.mean)
-            image = ax.imshow(share[order], aspect="auto", origin="lower", cmap="viridis",
+            image = ax.imshow(numpy.ma.masked_equal(share[order], 0), aspect="auto",
+                              origin="lower", cmap=cmap,
                               norm=PowerNorm(0.4, vmin=0, vmax=1), interpolation="nearest",
                               extent=(0, 1, -0.5, len(order) - 0.5))
             for edge in (LOW, HIGH):
                 if lo < edge < hi:
-                    ax.axvline(edge, color="white", lw=0.8, ls="--")
+                    ax.axvline(edge, color="0.5", lw=0.8, ls="--")
             h = (hidden or {}).get(name)
             ax.set_title(f"{name} (C={len(order)}" + (f", h={h})" if h else ")"))
             ax.set_xlim(lo, hi)
@@ -352,13 +378,16 @@ def plot_histograms(stats: dict, path, hidden=None) -> Path:
             ax.set_ylabel("channels, by mean")
         for ax in axes[-1]:
             ax.set_xlabel("gate")
-        total = int(next(iter(stats.values())).count.sum())
-        fig.suptitle(f"each channel's gates over {total} images ({bins} bins on [0, 1]; no gate "
-                     f"outside [{lo:.2f}, {hi:.2f}]); colour: share of the images")
+        first = next(iter(stats.values()))
+        total, bins = int(first.count.sum()), first.hist.shape[1]
+        gates = sum(int(s.hist.sum()) for s in stats.values())
+        fig.suptitle(f"each channel's gates over {total} images ({bins} bins on [0, 1]); colour: "
+                     f"the share of the images\n{outside:,} of {gates:,} gates lie outside "
+                     f"[{lo:.2f}, {hi:.2f}]")
         fig.tight_layout(rect=(0, 0, 0.92, 1))
         bar = fig.add_axes((0.93, 0.15, 0.015, 0.7))
         fig.colorbar(image, cax=bar)
-        fig.savefig(path, dpi=150)
+        _save(fig, path)
         plt.close(fig)
     return Path(path)
 
