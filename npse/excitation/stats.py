@@ -1,8 +1,9 @@
 """The statistics of the gates and the probe: what ``npse excitation`` measures (the package's
 docstring says what each number is).
 
-Memory stays bounded: images are normalised batch by batch, and only per-class sums (classes, C)
-are kept per block, never the gates of all images.
+Memory stays bounded: images are normalised batch by batch, and per block only per-class sums
+(classes, C) and a histogram per channel (C, BINS) are kept, never the gates of all images (the
+probe keeps one prediction per image and arm, for its paired bootstrap).
 """
 from __future__ import annotations
 
