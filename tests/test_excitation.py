@@ -1,4 +1,6 @@
-"""npse excitation: the gate API, the statistics on hand-set gates, the probe, the command."""
+"""npse excitation: the gate API, the statistics on hand-set gates, the probe, the command; the
+effective rank, the paired bootstrap, the histograms, the probe's training means, the verdicts
+computed from the numbers and the figures drawn from gates.npz alone (issue 22)."""
 import importlib.util
 import json
 import sys
@@ -11,8 +13,10 @@ from hypothesis import given, strategies as st
 from npse import nn
 from npse.checkpoint import load_checkpoint, save_checkpoint
 from npse.cli import main
-from npse.excitation import (GateStats, block_name, collect_gates, find_se_blocks, probe,
-                             read_gates, save_weights_only, stage_of, study_side_by_side)
+from npse.excitation import (BINS, GateStats, block_name, collect_gates, effective_rank,
+                             find_se_blocks, histogram_rows, paired_bootstrap, probe, probe_subset,
+                             read_gates, record_gates, save_weights_only, stage_of,
+                             study_side_by_side)
 from npse.gradcheck import gradcheck
 from npse.models import SEBlockNoSqueeze, cifar_resnet
 from npse.train import CHECKPOINT_FORMAT, METRIC_KEYS, TrainConfig, evaluate
@@ -189,7 +193,7 @@ def test_fixing_a_stage_changes_that_stage_and_what_follows_only(toy):
 def test_probe_results_match_fixing_by_hand_and_release_every_gate(toy):
     model, x, y, mean, std = toy
     stats, acc = collect_gates(model, x, y, mean, std, 10)
-    results = probe(model, x, y, mean, std, stats, batch_size=7)
+    results = probe(model, x, y, mean, std, {n: s.mean for n, s in stats.items()}, batch_size=7)
     assert [(r["stage"], r["replacement"]) for r in results] == [
         (s, r) for s in ("1", "2", "3", "all") for r in ("mean", "one")]
     assert all(b.fixed_gate is None for _, b in find_se_blocks(model))
@@ -222,7 +226,7 @@ def test_the_mean_probe_changes_nothing_when_the_gates_ignore_the_input(toy):
         block.fc2.weight.data[...] = 0
     stats, acc = collect_gates(model, x, y, mean, std, 10)
     base_loss = evaluate(model, x, y, mean, std)[0]
-    for r in probe(model, x, y, mean, std, stats):
+    for r in probe(model, x, y, mean, std, {n: s.mean for n, s in stats.items()}):
         if r["replacement"] == "mean":
             assert r["accuracy"] == acc and r["loss"] == pytest.approx(base_loss, rel=1e-12)
         else:                                # gate 1 instead of sigmoid(b2): the scale changes
@@ -386,3 +390,166 @@ def test_excitation_refuses_an_out_that_holds_an_analysis_before_running_it(trai
     assert {p.name: p.read_bytes() for p in out.iterdir()}["excitation.json"] == \
         before["excitation.json"]                   # the same analysis, written again
     assert (out / "excitation.md").read_bytes() == before["excitation.md"]
+
+
+# ----------------------------------------------------------------------------- issue 22: ranks, bootstrap, histograms
+
+def test_effective_rank_of_constructed_matrices():
+    rng = np.random.default_rng(0)
+    ratio, first = effective_rank(np.outer(rng.normal(size=10), rng.normal(size=16)))
+    assert ratio == pytest.approx(1) and first == pytest.approx(1)
+    for k in (2, 3, 5):
+        # k orthogonal rows of equal length, then rotated: k equal singular values.
+        rows = np.eye(k, 16) @ np.linalg.qr(rng.normal(size=(16, 16)))[0]
+        ratio, first = effective_rank(rows)
+        assert ratio == pytest.approx(k) and first == pytest.approx(1 / k)
+    ratio, first = effective_rank(np.diag([2.0, 1.0]))                 # s^2 = 4, 1
+    assert ratio == pytest.approx(25 / 17) and first == pytest.approx(4 / 5)
+    assert all(np.isnan(effective_rank(np.zeros((3, 4)))))
+
+
+def test_class_rank_is_one_when_one_number_moves_every_channel():
+    # A hidden width of 1, made linear: gate = b + a * t(image), t varying by class and image.
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(5), 20)
+    t = rng.normal(size=5)[labels] + 0.3 * rng.normal(size=100)
+    a, b = rng.normal(0, 0.02, 8), rng.uniform(0.4, 0.6, 8)
+    stats = GateStats(5, 8)
+    stats.add(b + np.outer(t, a), labels)
+    ratio, first = stats.class_rank()
+    assert ratio == pytest.approx(1) and first == pytest.approx(1)
+    np.testing.assert_allclose(stats.eta2(), stats.eta2()[0], rtol=1e-9)   # one eta^2 for all
+    s = stats.summary()
+    assert (s["participation_ratio"], s["first_share"]) == (ratio, first)
+    free = GateStats(5, 8)                   # class means drawn channel by channel: 4 directions
+    free.add(rng.uniform(0.3, 0.7, (5, 8))[labels] + 0.01 * rng.normal(size=(100, 8)), labels)
+    assert 2.5 < free.class_rank()[0] <= 4 and free.class_rank()[1] < 0.6
+
+
+def test_paired_bootstrap_of_constructed_outcomes():
+    rng = np.random.default_rng(2)
+    base = rng.random(1000) < 0.8
+    np.testing.assert_array_equal(paired_bootstrap(base, [base]), [[0, 0]])   # paired: exactly 0
+    np.testing.assert_array_equal(paired_bootstrap(np.zeros(50), [np.ones(50)]), [[1, 1]])
+    arm = np.ones(1000, bool)
+    arm[:100] = False                                  # base all right, the arm wrong on 100
+    (low, high), = paired_bootstrap(np.ones(1000, bool), [arm], resamples=4000)
+    # the change is minus a binomial share: mean -0.1, sd sqrt(0.1 * 0.9 / 1000) = 0.0095
+    assert low < -0.1 < high
+    assert (high - low) == pytest.approx(2 * 1.96 * np.sqrt(0.09 / 1000), rel=0.1)
+    # The same resamples for every arm, however many are given.
+    both = paired_bootstrap(base, [arm, ~base])
+    np.testing.assert_array_equal(both[1], paired_bootstrap(base, [~base])[0])
+
+
+def test_histograms_count_every_gate_of_every_image():
+    gates = np.array([[0.0, 0.5], [1.0, 0.999], [0.0049, 0.5049], [-0.1, 1.2]])
+    hist = histogram_rows(gates, bins=200)
+    assert hist.shape == (2, 200) and (hist.sum(axis=1) == 4).all()
+    assert hist[0, 0] == 3 and hist[0, 199] == 1             # 0, 0.0049, -0.1; 1.0 in the last
+    assert hist[1, 100] == 2 and hist[1, 199] == 2            # 0.5, 0.5049; 0.999, 1.2
+
+
+def test_histograms_of_a_network_sum_to_its_images(toy):
+    model, x, y, mean, std = toy
+    stats, predictions = record_gates(model, x, y, mean, std, 10, batch_size=7)
+    for name, s in stats.items():
+        assert s.hist.shape == (s.sum.shape[1], BINS)
+        assert (s.hist.sum(axis=1) == len(x)).all(), name
+    assert predictions.shape == (len(x),)
+    assert collect_gates(model, x, y, mean, std, 10)[1] == (predictions == y).mean()
+
+
+def test_probe_rows_carry_the_change_and_its_interval(toy):
+    model, x, y, mean, std = toy
+    stats, base = record_gates(model, x, y, mean, std, 10)
+    rows = probe(model, x, y, mean, std, {n: s.mean for n, s in stats.items()}, base=base,
+                 resamples=200)
+    for r in rows:
+        assert r["change_points"] == pytest.approx(100 * (r["accuracy"] - (base == y).mean()))
+        low, high = r["interval_points"]
+        assert low <= r["change_points"] <= high
+
+
+def test_the_probe_takes_its_means_from_the_training_images(toy, tmp_path):
+    from types import SimpleNamespace
+    from npse.excitation.report import analyse
+    model, x, y, mean, std = toy
+    rng = np.random.default_rng(7)
+    x_train = rng.integers(0, 128, (40, 3, 8, 8)).astype(np.uint8)    # darker than the test set
+    y_train = rng.integers(0, 10, 40)
+    data = SimpleNamespace(x_train=x_train, y_train=y_train, x_test=x, y_test=y)
+    meta = {"classes": [str(k) for k in range(10)], "mean": mean, "std": std,
+            "config": {"model": "toy"}, "epoch": 1}
+    (tmp_path / "ckpt.npz").write_bytes(b"any bytes: only hashed")
+    report = analyse(model, meta, data, tmp_path / "out", tmp_path / "ckpt.npz")
+    assert report["probe_setup"]["images"] == 40 and report["probe_setup"]["of"] == 40
+    stats, gates_meta = read_gates(tmp_path / "out" / "gates.npz")
+    train, _ = record_gates(model, x_train, y_train, mean, std, 10)
+    for name, s in stats.items():
+        np.testing.assert_array_equal(gates_meta["probe_mean"][name], train[name].mean)
+        assert not np.allclose(gates_meta["probe_mean"][name], s.mean)   # not the test images'
+    assert gates_meta["hidden"] == {"SE_1_1": 2, "SE_2_1": 4, "SE_3_1": 4}
+    assert report["blocks"]["SE_1_1"]["hidden"] == 2
+    # The rows are those of the probe given the training means, scored on the test images.
+    again = probe(model, x, y, mean, std, {n: train[n].mean for n in stats})
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in report["probe"]]
+    chosen = probe_subset(50000)
+    assert len(chosen) == 5000 and (np.diff(chosen) > 0).all()
+    np.testing.assert_array_equal(chosen, probe_subset(50000))
+
+
+def summaries(eta, between, within):
+    """Block summaries for judge_claims: stage 1, 2, 3 of three blocks each."""
+    names = [f"SE_{s}_{b}" for s in (1, 2, 3) for b in (1, 2, 3)]
+    return {n: {"eta2_median": e, "between_class_sd": bt, "within_class_sd": w,
+                "saturated_high": 0.0} for n, e, bt, w in zip(names, eta, between, within)}
+
+
+def test_claim_verdicts_follow_the_numbers():
+    from npse.excitation import judge_claims
+    # The 10-epoch network's numbers: eta^2 rises by stage but SE_2_3 is below two stage-1
+    # blocks, and no class moves a gate by 0.035 or more; the within-class sd has no trend.
+    shipped = summaries([0.119, 0.213, 0.258, 0.355, 0.431, 0.189, 0.465, 0.503, 0.623],
+                        [0.003, 0.020, 0.001, 0.021, 0.004, 0.010, 0.012, 0.012, 0.035],
+                        [0.008, 0.038, 0.001, 0.030, 0.004, 0.020, 0.012, 0.012, 0.026])
+    claims = {c["claim"].split()[1]: c for c in judge_claims(shipped)}
+    first = claims["blocks"]
+    assert first["verdict"] == "weakly, not monotone"
+    assert first["numbers"]["below an earlier stage's block"] == \
+        ["SE_2_3 (0.189) < SE_1_2 (0.213), SE_1_3 (0.258)"]
+    assert claims["spread"]["verdict"] == "no clear trend"
+    assert claims["very"]["verdict"] == "does not hold"
+    strong = summaries(np.repeat([0.1, 0.4, 0.8], 3) + np.tile([0, 0.01, 0.02], 3), [0.1] * 9,
+                       np.repeat([0.01, 0.05, 0.1], 3))
+    verdicts = [c["verdict"] for c in judge_claims(strong)]
+    assert verdicts[0] == "holds" and verdicts[2] == "holds"
+    falling = summaries(np.repeat([0.8, 0.4, 0.1], 3), [0.1] * 9, np.repeat([0.1, 0.05, 0.01], 3))
+    verdicts = [c["verdict"] for c in judge_claims(falling)]
+    assert verdicts[0] == "does not hold" and verdicts[2] == "does not hold"
+
+
+def test_figures_draw_from_gates_npz_alone(trained, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import shutil
+    from npse.excitation import draw_figures
+    root, data, weights = trained
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-probe", "--no-plots",
+                         "--out", tmp_path / "analysis")
+    assert rc == 0, err
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(tmp_path / "analysis" / "gates.npz", alone)      # no network, no data
+    paths = draw_figures(alone / "gates.npz", show=["cat", "dog", "ship"])
+    assert sorted(p.name for p in paths) == ["fig6_class_means.png", "fig7_within_class.png",
+                                             "gate_histograms.png"]
+    assert all(p.parent == alone and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    stats, meta = read_gates(alone / "gates.npz")
+    assert all((s.hist.sum(axis=1) == 60).all() for s in stats.values())
+    # A gates file of version 1 has no histograms: read, but no figures from it.
+    arrays, meta = load_checkpoint(alone / "gates.npz")
+    save_checkpoint(alone / "v1.npz", {k: v for k, v in arrays.items() if not k.endswith(".hist")},
+                    dict(meta, version=1))
+    assert not any(s.hist.any() for s in read_gates(alone / "v1.npz")[0].values())
+    with pytest.raises(ValueError, match="no histograms"):
+        draw_figures(alone / "v1.npz")

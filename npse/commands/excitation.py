@@ -10,9 +10,11 @@ from . import options
 HELP = "what the SE gates of a trained network do, per class and depth"
 
 DESCRIPTION = ("Run the test set through a trained SE network, record every SE block's gates "
-               "per class (OUT/gates.npz), measure class-specificity, saturation and spread, "
-               "check the paper's claims, probe each stage by fixing its gates, and draw the "
-               "paper's figures 6 and 7 (OUT/*.png, needs matplotlib).")
+               "per class and their histograms (OUT/gates.npz), measure class-specificity, the "
+               "class means' effective rank, saturation and spread, check the paper's claims, "
+               "probe each stage by fixing its gates (at their mean over 5,000 training images, "
+               "or at 1; paired bootstrap intervals), and draw the paper's figures 6 and 7 and "
+               "the gates' histograms (OUT/*.png, needs matplotlib).")
 
 
 def class_list(text) -> list:
@@ -39,7 +41,7 @@ def add_arguments(p) -> None:
                         "two are drawn in the figure-7 plot")
     p.add_argument("--no-probe", dest="probe", action="store_false",
                    help="skip the probe (each stage's gates fixed at test time; 2 test-set passes "
-                        "per stage)")
+                        "per stage and one pass over 5,000 training images)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="write no PNG files")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier analysis in --out (refused without it)")
@@ -81,7 +83,8 @@ def run(args) -> int:
     print(f"wrote {out / 'gates.npz'}, {out / 'excitation.json'}, {out / 'excitation.md'}")
     if args.plots:
         try:
-            paths = plot_gates(report["stats"], classes, out, shown, shown[:2])
+            hidden = {name: s["hidden"] for name, s in report["blocks"].items()}
+            paths = plot_gates(report["stats"], classes, out, shown, shown[:2], hidden)
         except ImportError:
             print("npse: note: no plots, matplotlib is not installed (pip install 'npse[plot]')",
                   file=sys.stderr)
