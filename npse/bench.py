@@ -443,7 +443,7 @@ def _profile_report(first, batch, batches, repeats, policy, torch_img_s, threads
                   + (" (launch-bound: the GPU waits for Python)" if host > 0.8 * whole else ""))
     floor = conv_gemm_floor(setup, repeats) / threads      # BLAS on one core, shared out evenly
     step = _median_time(setup.train_step, repeats, xp)
-    shared = f", shared evenly across {threads} threads," if threads > 1 else ""
+    shared = f", shared evenly across {threads} threads" if threads > 1 else ""
     print(f"\n{first}, batch {batch}: the convolutions' matrix products alone (each timed on its own{shared}) "
           f"take {floor * 1e3:.0f} ms of a {step * 1e3:.0f} ms training step ({100 * floor / step:.0f}%); "
           f"with nothing else, a step would run at {batch / floor:.0f} img/s"

@@ -69,7 +69,7 @@ class Pool:
                 reply.put((s.start, None, e))
 
     def run(self, fn, parts):
-        """``[fn(s) for s in parts]``: ``parts[0]`` here, the others in the workers."""
+        """``[fn(s) for s in parts]``: ``parts[0]`` here, the others in the first workers."""
         reply = queue.SimpleQueue()
         for inbox, s in zip(self.inboxes, parts[1:]):
             inbox.put((fn, s, reply))
@@ -90,6 +90,7 @@ class Pool:
 
 
 _local = threading.local()
+
 
 
 def usable_cores() -> int:
@@ -116,12 +117,15 @@ def set_num_threads(n: int) -> None:
 
 
 def _set_pool(n):
+    """``n`` threads from now on: the pool only grows (its workers are kept when the count goes
+    down and up again: a fresh thread's first BLAS calls and first allocations are slow, which
+    made a bench that switches between counts in turns measure two threads too slow)."""
     global _threads, _pool
-    if n != _threads or (n > 1 and _pool is None):
-        old, _pool = _pool, (Pool(n - 1) if n > 1 else None)
-        _threads = n
+    if n > 1 and (_pool is None or len(_pool.inboxes) < n - 1):
+        old, _pool = _pool, Pool(n - 1)
         if old is not None:
             old.close()
+    _threads = n
 
 
 @contextlib.contextmanager
@@ -180,7 +184,7 @@ def in_slices(fn, n: int, xp=None) -> list:
     thread, ``fn(slice(0, n))`` alone; inside a slice (a call from a worker), too. Every slice has
     finished before this returns or raises."""
     pool = _pool
-    if (pool is None or n < 2 or (xp is not None and xp.__name__ != "numpy")
+    if (_threads == 1 or pool is None or n < 2 or (xp is not None and xp.__name__ != "numpy")
             or getattr(_local, "in_pool", False)):
         return [fn(slice(0, n))]
     return pool.run(fn, _spans(n, _threads))
