@@ -450,7 +450,7 @@ def _profile_report(first, batch, batches, repeats, policy, torch_img_s, threads
           + (f" ({batch / floor / torch_img_s:.2f}x PyTorch)" if torch_img_s else ""))
     total, spent = profile_step(setup)
     print(f"\nprofile of one training step, {first}, batch {batch}"
-          + (f", {threads} threads" if not on_gpu else "") + f": {total * 1e3:.0f} ms (under cProfile)"
+          + (f", {threads} thread{'s' if threads > 1 else ''}" if not on_gpu else "") + f": {total * 1e3:.0f} ms (under cProfile)"
           + ("; on the GPU these are host-side times (issuing the work), not kernel times" if on_gpu else "")
           + ("; the calling thread's view: its own slices, and its wait for the others'"
              if threads > 1 and not on_gpu else ""))

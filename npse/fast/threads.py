@@ -18,8 +18,9 @@ Two rules keep the numbers trustworthy:
   thread counts, sums are added in other groupings and agree to rounding.
 * **No more threads than cores.** With ``n`` threads BLAS runs single-threaded inside each slice
   (:func:`set_num_threads` sets it): one multi-threaded BLAS call per slice would put n x n
-  threads on n cores, and OpenBLAS's own threads gained little on the thin products of a CIFAR
-  ResNet (docs/B-speed.md measures both).
+  threads on n cores. For one product alone, OpenBLAS's own threads do as well as slices; but
+  slices also share out the copies, BatchNorm and the element-wise work, which BLAS never
+  touches (docs/B-speed.md measures each).
 
 The setting is process-wide, like ``torch.set_num_threads``: ``npse train``, ``npse evaluate`` and
 ``npse bench`` take ``--threads N`` (default: the cores this process may use). A library user
