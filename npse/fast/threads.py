@@ -93,7 +93,6 @@ class Pool:
 _local = threading.local()
 
 
-
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity where the system has one)."""
     if hasattr(os, "sched_getaffinity"):
@@ -109,7 +108,6 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Share the fast formulations' work across ``n`` threads (``n`` >= 1), BLAS single-threaded
     inside each. ``n`` = 1 runs everything in the calling thread on one core."""
-    global _threads, _pool
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: expected an integer >= 1, got {n!r}")
     with _lock:
