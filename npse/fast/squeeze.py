@@ -35,14 +35,15 @@ class GlobalAvgPool2dFormulation:
     def backward(self, dz, cache):
         xp = get_array_module(dz)
         (n, c, h, w), channels_last = cache
-        dz = dz / (h * w)
-        if channels_last:
-            dx = xp.empty((n, h, w, c), dtype=dz.dtype)
-            in_slices(lambda s: dx[s].__setitem__(..., dz[s, None, None, :]), n, xp)
-            return from_nhwc(dx)
-        dx = xp.empty((n, c, h, w), dtype=dz.dtype)
-        in_slices(lambda s: dx[s].__setitem__(..., dz[s, :, None, None]), n, xp)
-        return dx
+        dz = dz / (h * w)                   # every pixel gets its channel's share
+        shape, spread = ((n, h, w, c), dz[:, None, None, :]) if channels_last else \
+            ((n, c, h, w), dz[:, :, None, None])
+        dx = xp.empty(shape, dtype=dz.dtype)
+
+        def images(s):
+            dx[s] = spread[s]
+        in_slices(images, n, xp)
+        return from_nhwc(dx) if channels_last else dx
 
 
 class SEBlockFormulation:
