@@ -161,8 +161,8 @@ PROG = "python -m npse.torch_reference"
 
 def build_parser():
     """The command line: ``train`` with the options of ``npse train`` (its --threads: PyTorch's),
-    plus --device."""
-    from .commands.options import Parser, add_train_options
+    plus --device; ``evaluate CHECKPOINT``."""
+    from .commands.options import Parser, add_train_options, positive_int
     parser = Parser(prog=PROG, description="The PyTorch twin of npse's models, for reference runs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     p = sub.add_parser(
@@ -178,6 +178,23 @@ def build_parser():
     add_train_options(p)                               # the same options as `npse train`
     g = p.add_argument_group("PyTorch")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    e = sub.add_parser(
+        "evaluate", help="score an npse checkpoint with the PyTorch twin and with npse",
+        description=(
+            "Load the weights of an npse checkpoint (or weights-only file) into the PyTorch twin "
+            "and into npse, run both on the test images with the checkpoint's normalisation, and "
+            "print each one's test loss and accuracy, the images on which their predictions "
+            "differ, and the largest difference between their logits."),
+        epilog="Needs PyTorch (pip install torch); npse itself never does.")
+    e.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a checkpoint.npz written by npse train, a weights-only file, or a run's folder")
+    e.add_argument("--data-dir", metavar="DIR", help="where the CIFAR files are (as npse evaluate)")
+    e.add_argument("--no-download", dest="download", action="store_false",
+                   help="fail if the data are missing instead of downloading them")
+    e.add_argument("--batch-size", type=positive_int, default=250, help="default: 250")
+    e.add_argument("--threads", type=positive_int, metavar="N",
+                   help="PyTorch's CPU threads (default: PyTorch's choice)")
+    e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     return parser
 
 
@@ -283,21 +300,28 @@ def main(argv=None) -> int:
     args, status = options.parse(build_parser(), argv)
     if args is None:
         return status
+    if args.command == "evaluate":
+        return options.guarded(_run_evaluate, args, PROG)
     if args.command != "train":
-        options.fail(PROG, f"a command is required: train (see '{PROG} --help')")
+        options.fail(PROG, f"a command is required: train or evaluate (see '{PROG} --help')")
         return 2
     return options.guarded(_run_train, args, PROG)
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("PyTorch is not installed (pip install torch); npse itself never "
+                          "needs it, only this reference script does") from None
+    return torch
 
 
 def _run_train(args) -> int:
     from .commands.options import train_config
     if args.resume or args.overwrite or args.backend not in (None, "numpy"):
         raise ValueError("--resume, --overwrite and --backend are options of npse train only")
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("PyTorch is not installed (pip install torch); npse itself never "
-                          "needs it, only this reference script does") from None
+    torch = _import_torch()
     out_given = args.out
     config = train_config(args)
     config.out = out_given
@@ -305,6 +329,98 @@ def _run_train(args) -> int:
         torch.set_num_threads(args.threads)
     record = train_reference(config, device=args.device)
     print(f"final test accuracy {100 * record['test_acc']:.2f}%")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluation
+# ``python -m npse.torch_reference evaluate CHECKPOINT``: the same weights, the same test images
+# and the same normalisation through both implementations, batch by batch. Agreeing accuracies
+# alone could hide errors that cancel; so the predictions are compared image by image, and the
+# logits by their largest difference (float32 rounding: about 1e-5 of their scale).
+
+def evaluate_reference(path, data_dir=None, download=True, batch_size=250, device="cpu") -> dict:
+    """Score the npse checkpoint at ``path`` with npse and with its PyTorch twin.
+
+    Returns ``{"npse": {...}, "torch": {...}, "images", "differing", "max_logit_diff",
+    "max_logit"}``; each side's dict holds ``loss``, ``acc`` and ``per_class`` (a list, NaN
+    where a class has no image), as ``npse evaluate`` reports them.
+    """
+    from pathlib import Path
+
+    import numpy
+    torch = _import_torch()
+
+    from . import backend
+    from .commands.evaluate import data_dir_for
+    from .config import TrainConfig, load_dataset
+    from .data import iterate_batches
+    from .fast import FAST
+    from .nn import no_grad
+    from .rundir import CHECKPOINT, load_model_for_inference
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    model, meta = load_model_for_inference(path, "numpy")
+    model.use_policy(FAST)                               # as npse train and evaluate run it
+    twin = load_npse_state(build_torch_model(model.config), model.state_dict()).to(device)
+    model.eval()
+    twin.eval()
+    config = TrainConfig.from_dict(meta["config"])
+    config.data_dir = data_dir_for(data_dir, meta.get("data_dir"))
+    config.download = download
+    with backend.using("numpy"):
+        data = load_dataset(config)
+    x, y = data.x_test, numpy.asarray(data.y_test, dtype=numpy.int64)
+    logits = {"npse": [], "torch": []}
+    with no_grad(), torch.no_grad():
+        for xb, _ in iterate_batches(x, y, batch_size, meta["mean"], meta["std"], shuffle=False,
+                                     augment=False, dtype=model.dtype):
+            logits["npse"].append(numpy.asarray(model(xb), dtype=numpy.float64))
+            out = twin(torch.from_numpy(numpy.ascontiguousarray(xb)).to(device))
+            logits["torch"].append(out.detach().cpu().double().numpy())
+    result = {"images": len(y)}
+    for side, parts in logits.items():
+        z = numpy.concatenate(parts)
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_p = shifted - numpy.log(numpy.exp(shifted).sum(axis=1, keepdims=True))
+        pred = z.argmax(axis=1)
+        total = numpy.bincount(y, minlength=z.shape[1])
+        right = numpy.bincount(y[pred == y], minlength=z.shape[1])
+        with numpy.errstate(invalid="ignore", divide="ignore"):
+            per_class = numpy.where(total > 0, right / numpy.maximum(total, 1), numpy.nan)
+        result[side] = {"loss": float(-log_p[numpy.arange(len(y)), y].mean()),
+                        "acc": float((pred == y).mean()), "per_class": per_class.tolist(),
+                        "logits": z, "pred": pred}
+    a, b = result["npse"], result["torch"]
+    result["differing"] = int((a["pred"] != b["pred"]).sum())
+    result["max_logit_diff"] = float(numpy.abs(a["logits"] - b["logits"]).max())
+    result["max_logit"] = float(numpy.abs(a["logits"]).max())
+    result["classes"] = list(meta["classes"])
+    result["epoch"], result["model"] = meta["epoch"], config.model
+    for side in ("npse", "torch"):
+        del result[side]["logits"], result[side]["pred"]
+    return result
+
+
+def _run_evaluate(args) -> int:
+    torch = _import_torch()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = evaluate_reference(args.checkpoint, args.data_dir, args.download, args.batch_size,
+                           args.device)
+    print(f"{args.checkpoint}: {r['model']}, epoch {r['epoch']}, {r['images']} test images; "
+          f"PyTorch {torch.__version__} on {args.device}")
+    for side, name in (("npse", "npse"), ("torch", "PyTorch twin")):
+        print(f"{name:<13} test loss {r[side]['loss']:.4f}  test accuracy "
+              f"{100 * r[side]['acc']:.2f}%")
+    print(f"predictions differ on {r['differing']} of {r['images']} images; largest logit "
+          f"difference {r['max_logit_diff']:.2e} (largest logit {r['max_logit']:.2f})")
+    width = max(len(c) for c in r["classes"])
+    for i, name in enumerate(r["classes"]):
+        a, b = r["npse"]["per_class"][i], r["torch"]["per_class"][i]
+        shown = "   n/a" if a != a else f"{100 * a:6.2f}% {100 * b:6.2f}%"
+        print(f"  {name:<{width}}  {shown}")
     return 0
 
 

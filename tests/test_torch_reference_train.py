@@ -53,3 +53,31 @@ def test_toy_run_matches_npse_train(tmp_path, capsys):
         for key in ("train_loss", "test_loss", "lr"):
             assert a[key] == pytest.approx(b[key], rel=1e-9), (key, a, b)
         assert a["train_acc"] == b["train_acc"] and a["test_acc"] == b["test_acc"]
+
+
+def test_evaluate_without_torch_the_error_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert R.main(["evaluate", str(tmp_path / "checkpoint.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "PyTorch is not installed" in err, err
+
+
+def test_evaluate_scores_npse_weights_as_npse_does(tmp_path, capsys):
+    """The twin, given a trained checkpoint's weights, predicts what npse predicts image by image,
+    and both report npse evaluate's accuracy."""
+    pytest.importorskip("torch")
+    data = write_cifar10(tmp_path / "data")
+    train(TrainConfig(model="se_resnet8", widths=(4, 8, 8), se_reduction=2, epochs=1, batch_size=16,
+                      eval_batch_size=50, data_dir=str(data), download=False,
+                      out=str(tmp_path / "run"), quiet=True), log=None)
+    r = R.evaluate_reference(tmp_path / "run", data_dir=str(data), download=False, batch_size=7)
+    assert r["images"] > 0 and r["differing"] == 0
+    assert r["max_logit_diff"] <= 1e-4 * max(1.0, r["max_logit"])
+    assert r["npse"]["acc"] == r["torch"]["acc"]
+    assert r["npse"]["loss"] == pytest.approx(r["torch"]["loss"], rel=1e-5)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert r["npse"]["acc"] == metrics[-1]["test_acc"]
+    assert R.main(["evaluate", str(tmp_path / "run"), "--data-dir", str(data), "--no-download",
+                   "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"test accuracy {100 * r['torch']['acc']:.2f}%" in out and "differ on 0 of" in out
