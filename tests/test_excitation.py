@@ -553,3 +553,80 @@ def test_figures_draw_from_gates_npz_alone(trained, tmp_path, capsys):
     assert not any(s.hist.any() for s in read_gates(alone / "v1.npz")[0].values())
     with pytest.raises(ValueError, match="no histograms"):
         draw_figures(alone / "v1.npz")
+
+
+# ----------------------------------------------------------------------------- over training
+
+def _report(eta, between, epoch, acc=0.8, probe_change=-1.0):
+    """A minimal excitation.json with the blocks SE_1_1, SE_1_2, SE_2_1 and given eta^2 and sds."""
+    names = ["SE_1_1", "SE_1_2", "SE_2_1"]
+    blocks = {n: {"eta2_median": e, "between_class_sd": b, "within_class_sd": 0.02,
+                  "participation_ratio": 1.0, "mean_gate": 0.5, "saturated_high": 0.0,
+                  "saturated_low": 0.0} for n, e, b in zip(names, eta, between)}
+    return {"checkpoint": f"w{epoch}.npz", "epoch": epoch, "accuracy": acc, "blocks": blocks,
+            "probe": [{"stage": "1", "replacement": "mean", "change_points": probe_change,
+                       "interval_points": [probe_change - 0.3, probe_change + 0.3]}],
+            "claims": [{"claim": "c", "verdict": "weakly"}]}
+
+
+def test_growth_verdicts_count_the_blocks_that_moved():
+    from npse.excitation.compare import growth_verdict
+    assert growth_verdict({"a": 0.1, "b": 0.2, "c": 0.01}) == "grows"
+    assert growth_verdict({"a": -0.1, "b": -0.2, "c": -0.01}) == "falls"
+    assert growth_verdict({"a": 0.1, "b": 0.2, "c": -0.01}) == "mostly grows"
+    assert growth_verdict({"a": 0.01, "b": 0.02, "c": -0.5}) == "no consistent change"
+    assert growth_verdict({"a": -0.1, "b": -0.2, "c": 0.01}) == "mostly falls"
+    assert growth_verdict({"a": 0.1, "b": -0.1}) == "no consistent change"
+
+
+def test_compare_pairs_blocks_probe_and_claims():
+    from npse.excitation.compare import compare, comparison_markdown
+    before = _report([0.1, 0.2, 0.3], [0.01, 0.02, 0.03], 10)
+    after = _report([0.2, 0.1, 0.5], [0.02, 0.03, 0.05], 40, acc=0.88, probe_change=-2.0)
+    after["claims"][0]["verdict"] = "holds"
+    c = compare(before, after)
+    assert c["blocks"]["SE_2_1"]["eta2_median"] == pytest.approx((0.3, 0.5, 0.2))
+    eta = c["directions"]["eta2_median"]
+    assert eta["all"]["higher"] == 2 and eta["all"]["mean_change"] == pytest.approx(0.2 / 3)
+    assert eta["all"]["verdict"] == "mostly grows" and eta["stage 1"]["verdict"] == "no consistent change"
+    assert c["directions"]["between_class_sd"]["all"]["verdict"] == "grows"
+    assert c["probe"][0]["before"][0] == -1.0 and c["probe"][0]["after"][0] == -2.0
+    assert c["claims"] == [{"claim": "c", "before": "weakly", "after": "holds"}]
+    text = comparison_markdown(c)
+    assert "| SE_2_1 | 0.300 -> 0.500 |" in text and "epoch 10 -> epoch 40" in text
+    assert "| eta^2 median | all | 2 of 3 blocks | +0.0667 | mostly grows |" in text
+    assert "-1.00 [-1.30, -0.70] | -2.00 [-2.30, -1.70]" in text
+
+
+def test_compare_refuses_other_architectures_and_missing_reports(tmp_path):
+    from npse.excitation.compare import compare, read_report
+    before = _report([0.1, 0.2, 0.3], [0.01, 0.02, 0.03], 10)
+    after = _report([0.1, 0.2, 0.3], [0.01, 0.02, 0.03], 40)
+    after["blocks"]["SE_3_1"] = after["blocks"].pop("SE_2_1")
+    with pytest.raises(ValueError, match="different SE blocks"):
+        compare(before, after)
+    with pytest.raises(FileNotFoundError, match="no excitation.json"):
+        read_report(tmp_path)
+    (tmp_path / "excitation.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not an excitation.json"):
+        read_report(tmp_path)
+
+
+def test_excitation_command_compares_with_an_earlier_analysis(trained, tmp_path, capsys):
+    _, data, weights = trained
+    first, second = tmp_path / "first", tmp_path / "second"
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-plots", "--no-probe",
+                         "--out", first)
+    assert rc == 0, err
+    rc, _, err = run_cli(capsys, "excitation", tmp_path / "nowhere", *data, "--out", second,
+                         "--compare", tmp_path)                # no analysis there: refused first
+    assert_one_line_error(rc, err)
+    rc, out, err = run_cli(capsys, "excitation", weights, *data, "--no-plots", "--no-probe",
+                           "--out", second, "--compare", first)
+    assert rc == 0, err
+    text = (second / "comparison.md").read_text()
+    assert "| SE_3_1 |" in text and text in out
+    # the same weights twice: nothing changed, so no block is higher
+    assert "| eta^2 median | all | 0 of 3 blocks | +0.0000 | no consistent change |" in text
+    assert json.loads((second / "excitation.json").read_text())["command"].endswith(
+        f"--compare {first}")

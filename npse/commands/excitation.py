@@ -48,12 +48,18 @@ def add_arguments(p) -> None:
     p.add_argument("--study", metavar="DIR",
                    help="a folder of 'npse study stages': set its arms reference and stages-1-2 "
                         "(the last stage's SE dropped and the network retrained) beside the probe")
+    p.add_argument("--compare", metavar="DIR",
+                   help="an earlier analysis (a folder holding excitation.json, e.g. of the same "
+                        "network after fewer epochs): put its numbers beside these in "
+                        "OUT/comparison.md")
 
 
 def run(args) -> int:
     """Load, check, analyse, plot; prints where everything went."""
     from .. import backend
     from ..config import TrainConfig, load_dataset
+    from ..rundir import write_text_atomic
+    from ..excitation.compare import compare, comparison_markdown, read_report
     from ..excitation.report import analyse, plot_gates, report_markdown, study_side_by_side
     from ..excitation.stats import find_se_blocks
     from ..fast import FAST
@@ -73,6 +79,7 @@ def run(args) -> int:
     if unknown:
         raise ValueError(f"--classes: unknown {unknown}; the checkpoint's classes are {classes}")
     study = study_side_by_side(args.study) if args.study else None
+    earlier = read_report(args.compare) if args.compare else None     # fail before the minutes
     config = TrainConfig.from_dict(meta["config"])
     config.data_dir, config.download = args.data_dir, args.download
     data = load_dataset(config)
@@ -81,6 +88,11 @@ def run(args) -> int:
                          _command_line(args), study)
     print(report_markdown(report), end="")
     print(f"wrote {out / 'gates.npz'}, {out / 'excitation.json'}, {out / 'excitation.md'}")
+    if earlier is not None:
+        text = comparison_markdown(compare(earlier, report))
+        write_text_atomic(out / "comparison.md", text)
+        print(text, end="")
+        print(f"wrote {out / 'comparison.md'}")
     if args.plots:
         try:
             hidden = {name: s["hidden"] for name, s in report["blocks"].items()}
@@ -114,4 +126,5 @@ def _command_line(args) -> str:
     given += [f"--classes {','.join(args.classes)}"] if args.classes else []
     given += [] if args.probe else ["--no-probe"]
     given += [f"--study {args.study}"] if args.study else []
+    given += [f"--compare {args.compare}"] if args.compare else []
     return " ".join(given)

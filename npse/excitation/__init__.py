@@ -23,7 +23,8 @@ instead of s * F(x)), and the test accuracy is measured again, with a paired boo
 the change.
 
 Modules: ``stats`` (the gates' statistics, the probe, the paper's claims) and ``report`` (gates.npz,
-excitation.json/.md, the figures, the stages study, the weights-only export); the command is
+excitation.json/.md, the figures, the stages study, the weights-only export) and ``compare`` (two
+analyses side by side, e.g. after 10 and 40 epochs: ``--compare DIR``); the command is
 :mod:`npse.commands.excitation`.
 """
 from .report import (GATES_FORMAT, STUDY_ARMS, analyse, draw_figures, figure_blocks, plot_gates,

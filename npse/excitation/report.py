@@ -422,7 +422,7 @@ def draw_figures(gates, out_dir=None, show=None, pair=None) -> list[Path]:
 
 #: Every file ``npse excitation`` writes into its --out folder (the plots with matplotlib only).
 OUTPUT_FILES = ("gates.npz", "excitation.json", "excitation.md", "fig6_class_means.png",
-                "fig7_within_class.png", "gate_histograms.png")
+                "fig7_within_class.png", "gate_histograms.png", "comparison.md")
 
 
 # ----------------------------------------------------------------------------- the whole analysis
