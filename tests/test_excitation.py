@@ -630,3 +630,22 @@ def test_excitation_command_compares_with_an_earlier_analysis(trained, tmp_path,
     assert "| eta^2 median | all | 0 of 3 blocks | +0.0000 | no consistent change |" in text
     assert json.loads((second / "excitation.json").read_text())["command"].endswith(
         f"--compare {first}")
+
+
+def test_excitation_at_two_threads_agrees_with_one_and_restores_the_setting(trained, tmp_path,
+                                                                           capsys):
+    from npse.fast.threads import get_num_threads
+    _, data, weights = trained
+    before = get_num_threads()
+    reports = []
+    for n in (1, 2):
+        rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-plots", "--threads",
+                             str(n), "--out", tmp_path / str(n))
+        assert rc == 0, err
+        reports.append(json.loads((tmp_path / str(n) / "excitation.json").read_text()))
+    assert get_num_threads() == before
+    assert reports[1]["command"].endswith("--threads 2")
+    for name, s in reports[0]["blocks"].items():
+        for key, value in s.items():
+            assert reports[1]["blocks"][name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), \
+                (name, key)

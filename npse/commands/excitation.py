@@ -52,6 +52,7 @@ def add_arguments(p) -> None:
                    help="an earlier analysis (a folder holding excitation.json, e.g. of the same "
                         "network after fewer epochs): put its numbers beside these in "
                         "OUT/comparison.md")
+    options.add_threads_option(p)
 
 
 def run(args) -> int:
@@ -83,7 +84,7 @@ def run(args) -> int:
     config = TrainConfig.from_dict(meta["config"])
     config.data_dir, config.download = args.data_dir, args.download
     data = load_dataset(config)
-    with backend.using(args.backend):
+    with backend.using(args.backend), options.threads_of(args):
         report = analyse(model, meta, data, out, path, args.batch_size, args.probe,
                          _command_line(args), study)
     print(report_markdown(report), end="")
@@ -127,4 +128,5 @@ def _command_line(args) -> str:
     given += [] if args.probe else ["--no-probe"]
     given += [f"--study {args.study}"] if args.study else []
     given += [f"--compare {args.compare}"] if args.compare else []
+    given += [f"--threads {args.threads}"] if args.threads else []
     return " ".join(given)
