@@ -1,0 +1,45 @@
+"""The trained weights shipped in ``weights/``: each folder's files match its SHA256SUMS, load as
+npse weights (no optimiser state, no pickles), and carry the metrics of the run that made them.
+
+These read files only; scoring the weights needs CIFAR-10 (``npse evaluate``), and the PyTorch
+twin's agreement is ``python -m npse.torch_reference evaluate`` (chapter 11)."""
+import hashlib
+import json
+import pathlib
+
+import pytest
+
+from npse.rundir import load_model_for_inference
+
+WEIGHTS = pathlib.Path(__file__).resolve().parent.parent / "weights"
+SHIPPED = sorted(p.parent for p in WEIGHTS.glob("*/SHA256SUMS"))
+
+
+def test_there_are_shipped_weights():
+    assert WEIGHTS / "se_resnet20-10ep" in SHIPPED
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_checksums_hold(folder):
+    lines = [line.split() for line in (folder / "SHA256SUMS").read_text().splitlines() if line]
+    assert lines
+    for digest, name in lines:
+        data = (folder / name.lstrip("*")).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_weights_load_and_carry_their_run(folder):
+    (path,) = [folder / n.lstrip("*") for _, n in
+               (line.split() for line in (folder / "SHA256SUMS").read_text().splitlines() if line)
+               if n.endswith(".npz")]
+    model, meta = load_model_for_inference(path)
+    assert meta["weights_only"] is True and meta["data_dir"] is None
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()
+               if line.strip()]
+    config = json.loads((folder / "config.json").read_text())
+    assert [r["epoch"] for r in records] == list(range(1, config["config"]["epochs"] + 1))
+    assert meta["epoch"] == len(records)
+    assert [m["test_acc"] for m in meta["metrics"]] == [r["test_acc"] for r in records]
+    assert meta["config"] == config["config"] and meta["model_config"] == model.config
+    assert not (folder / "in-progress").exists(), "a finished run keeps no resume checkpoint"
