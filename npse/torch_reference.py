@@ -193,7 +193,8 @@ def build_parser():
                    help="fail if the data are missing instead of downloading them")
     e.add_argument("--batch-size", type=positive_int, default=250, help="default: 250")
     e.add_argument("--threads", type=positive_int, metavar="N",
-                   help="PyTorch's CPU threads (default: PyTorch's choice)")
+                   help="PyTorch's CPU threads and npse's (default: PyTorch's choice; npse: "
+                        "the usable cores)")
     e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     return parser
 
@@ -338,12 +339,14 @@ def _run_train(args) -> int:
 # alone could hide errors that cancel; so the predictions are compared image by image, and the
 # logits by their largest difference (float32 rounding: about 1e-5 of their scale).
 
-def evaluate_reference(path, data_dir=None, download=True, batch_size=250, device="cpu") -> dict:
+def evaluate_reference(path, data_dir=None, download=True, batch_size=250, device="cpu",
+                       threads=None) -> dict:
     """Score the npse checkpoint at ``path`` with npse and with its PyTorch twin.
 
     Returns ``{"npse": {...}, "torch": {...}, "images", "differing", "max_logit_diff",
     "max_logit"}``; each side's dict holds ``loss``, ``acc`` and ``per_class`` (a list, NaN
-    where a class has no image), as ``npse evaluate`` reports them.
+    where a class has no image), as ``npse evaluate`` reports them. npse runs on NumPy with
+    ``threads`` threads (default: the usable cores, as ``npse evaluate``).
     """
     from pathlib import Path
 
@@ -355,6 +358,7 @@ def evaluate_reference(path, data_dir=None, download=True, batch_size=250, devic
     from .config import TrainConfig, load_dataset
     from .data import iterate_batches
     from .fast import FAST
+    from .fast.threads import usable_cores, using
     from .nn import no_grad
     from .rundir import CHECKPOINT, load_model_for_inference
 
@@ -369,11 +373,10 @@ def evaluate_reference(path, data_dir=None, download=True, batch_size=250, devic
     config = TrainConfig.from_dict(meta["config"])
     config.data_dir = data_dir_for(data_dir, meta.get("data_dir"))
     config.download = download
-    with backend.using("numpy"):
-        data = load_dataset(config)
-    x, y = data.x_test, numpy.asarray(data.y_test, dtype=numpy.int64)
     logits = {"npse": [], "torch": []}
-    with no_grad(), torch.no_grad():
+    with backend.using("numpy"), using(threads or usable_cores()), no_grad(), torch.no_grad():
+        data = load_dataset(config)
+        x, y = data.x_test, numpy.asarray(data.y_test, dtype=numpy.int64)
         for xb, _ in iterate_batches(x, y, batch_size, meta["mean"], meta["std"], shuffle=False,
                                      augment=False, dtype=model.dtype):
             logits["npse"].append(numpy.asarray(model(xb), dtype=numpy.float64))
@@ -408,7 +411,7 @@ def _run_evaluate(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     r = evaluate_reference(args.checkpoint, args.data_dir, args.download, args.batch_size,
-                           args.device)
+                           args.device, args.threads)
     print(f"{args.checkpoint}: {r['model']}, epoch {r['epoch']}, {r['images']} test images; "
           f"PyTorch {torch.__version__} on {args.device}")
     for side, name in (("npse", "npse"), ("torch", "PyTorch twin")):

@@ -566,7 +566,8 @@ def _report(eta, between, epoch, acc=0.8, probe_change=-1.0):
     return {"checkpoint": f"w{epoch}.npz", "epoch": epoch, "accuracy": acc, "blocks": blocks,
             "probe": [{"stage": "1", "replacement": "mean", "change_points": probe_change,
                        "interval_points": [probe_change - 0.3, probe_change + 0.3]}],
-            "claims": [{"claim": "c", "verdict": "weakly"}]}
+            "claims": [{"claim": "c", "verdict": "weakly"}, {"claim": "d", "verdict": "holds"}],
+            "probe_setup": {"level": 0.95}}
 
 
 def test_growth_verdicts_count_the_blocks_that_moved():
@@ -583,19 +584,40 @@ def test_compare_pairs_blocks_probe_and_claims():
     from npse.excitation.compare import compare, comparison_markdown
     before = _report([0.1, 0.2, 0.3], [0.01, 0.02, 0.03], 10)
     after = _report([0.2, 0.1, 0.5], [0.02, 0.03, 0.05], 40, acc=0.88, probe_change=-2.0)
-    after["claims"][0]["verdict"] = "holds"
+    after["claims"] = [{"claim": "d", "verdict": "does not hold"}, {"claim": "c", "verdict": "holds"}]
+    before["probe"].append({"stage": "2", "replacement": "one", "change_points": -5.0,
+                            "interval_points": [-6.0, -4.0]})
+    after["probe"].insert(0, {"stage": "2", "replacement": "one", "change_points": -7.0,
+                              "interval_points": [-8.0, -6.0]})
     c = compare(before, after)
     assert c["blocks"]["SE_2_1"]["eta2_median"] == pytest.approx((0.3, 0.5, 0.2))
     eta = c["directions"]["eta2_median"]
     assert eta["all"]["higher"] == 2 and eta["all"]["mean_change"] == pytest.approx(0.2 / 3)
     assert eta["all"]["verdict"] == "mostly grows" and eta["stage 1"]["verdict"] == "no consistent change"
     assert c["directions"]["between_class_sd"]["all"]["verdict"] == "grows"
-    assert c["probe"][0]["before"][0] == -1.0 and c["probe"][0]["after"][0] == -2.0
-    assert c["claims"] == [{"claim": "c", "before": "weakly", "after": "holds"}]
+    assert c["probe"][1]["before"][0] == -1.0 and c["probe"][1]["after"][0] == -2.0
+    assert c["probe"][0]["before"][0] == -5.0 and c["probe"][0]["after"][0] == -7.0
+    assert c["claims"] == [{"claim": "d", "before": "holds", "after": "does not hold"},
+                           {"claim": "c", "before": "weakly", "after": "holds"}]
+    assert c["before"]["accuracy"] == 0.8 and c["after"]["accuracy"] == 0.88
     text = comparison_markdown(c)
     assert "| SE_2_1 | 0.300 -> 0.500 |" in text and "epoch 10 -> epoch 40" in text
     assert "| eta^2 median | all | 2 of 3 blocks | +0.0667 | mostly grows |" in text
     assert "-1.00 [-1.30, -0.70] | -2.00 [-2.30, -1.70]" in text
+
+
+def test_compare_says_not_measurable_and_names_same_epoch_files():
+    from npse.excitation.compare import compare, comparison_markdown
+    before = _report([0.1, 0.2, float("nan")], [0.01, 0.02, 0.03], 10)
+    after = _report([0.2, 0.3, 0.4], [0.02, 0.03, 0.05], 10)
+    after["checkpoint"] = "other.npz"
+    after["claims"] = [{"claim": "every claim", "verdict": "not measurable"}]
+    c = compare(before, after)
+    assert c["directions"]["eta2_median"]["all"]["verdict"] == "not measurable"
+    assert c["directions"]["eta2_median"]["stage 1"]["verdict"] == "grows"
+    assert {x["claim"]: (x["before"], x["after"]) for x in c["claims"]} == {
+        "every claim": ("-", "not measurable"), "c": ("weakly", "-"), "d": ("holds", "-")}
+    assert "epoch 10 (w10.npz) -> epoch 10 (other.npz)" in comparison_markdown(c)
 
 
 def test_compare_refuses_other_architectures_and_missing_reports(tmp_path):
@@ -603,12 +625,20 @@ def test_compare_refuses_other_architectures_and_missing_reports(tmp_path):
     before = _report([0.1, 0.2, 0.3], [0.01, 0.02, 0.03], 10)
     after = _report([0.1, 0.2, 0.3], [0.01, 0.02, 0.03], 40)
     after["blocks"]["SE_3_1"] = after["blocks"].pop("SE_2_1")
-    with pytest.raises(ValueError, match="different SE blocks"):
+    with pytest.raises(ValueError, match="compare checkpoints of one architecture"):
         compare(before, after)
     with pytest.raises(FileNotFoundError, match="no excitation.json"):
         read_report(tmp_path)
     (tmp_path / "excitation.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not an excitation.json"):
+        read_report(tmp_path)
+    (tmp_path / "excitation.json").write_text("{oops")
+    with pytest.raises(ValueError, match="excitation.json: not readable as JSON"):
+        read_report(tmp_path)
+    old = _report([0.1, 0.2, 0.3], [0.01, 0.02, 0.03], 10)
+    del old["blocks"]["SE_1_2"]["participation_ratio"]
+    (tmp_path / "excitation.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="lacks participation_ratio"):
         read_report(tmp_path)
 
 
@@ -618,9 +648,18 @@ def test_excitation_command_compares_with_an_earlier_analysis(trained, tmp_path,
     rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-plots", "--no-probe",
                          "--out", first)
     assert rc == 0, err
-    rc, _, err = run_cli(capsys, "excitation", tmp_path / "nowhere", *data, "--out", second,
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--out", second,
                          "--compare", tmp_path)                # no analysis there: refused first
     assert_one_line_error(rc, err)
+    assert "no excitation.json" in err and not second.exists()
+    other = json.loads((first / "excitation.json").read_text())
+    other["blocks"] = {"SE_9_1": other["blocks"]["SE_1_1"]}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "excitation.json").write_text(json.dumps(other))
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--out", second,
+                         "--compare", tmp_path / "other")      # other blocks: refused before the work
+    assert_one_line_error(rc, err)
+    assert "SE_9_1" in err and not second.exists()
     rc, out, err = run_cli(capsys, "excitation", weights, *data, "--no-plots", "--no-probe",
                            "--out", second, "--compare", first)
     assert rc == 0, err
@@ -628,22 +667,39 @@ def test_excitation_command_compares_with_an_earlier_analysis(trained, tmp_path,
     assert "| SE_3_1 |" in text and text in out
     # the same weights twice: nothing changed, so no block is higher
     assert "| eta^2 median | all | 0 of 3 blocks | +0.0000 | no consistent change |" in text
+    # the earlier analysis is the left side: change its accuracy and see it there
+    earlier = json.loads((first / "excitation.json").read_text())
+    earlier["accuracy"] = 0.0123
+    (first / "excitation.json").write_text(json.dumps(earlier))
+    rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-plots", "--no-probe",
+                         "--out", second, "--compare", first, "--overwrite")
+    assert rc == 0, err
+    assert "(test accuracy 1.23%) and" in (second / "comparison.md").read_text()
     assert json.loads((second / "excitation.json").read_text())["command"].endswith(
         f"--compare {first}")
 
 
 def test_excitation_at_two_threads_agrees_with_one_and_restores_the_setting(trained, tmp_path,
                                                                            capsys):
+    import npse.excitation.report as report_module     # run() imports analyse from here
     from npse.fast.threads import get_num_threads
     _, data, weights = trained
     before = get_num_threads()
+    seen = []
+    original = report_module.analyse
+
+    def spy(*args, **kwargs):
+        seen.append(get_num_threads())
+        return original(*args, **kwargs)
     reports = []
     for n in (1, 2):
-        rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-plots", "--threads",
-                             str(n), "--out", tmp_path / str(n))
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(report_module, "analyse", spy)
+            rc, _, err = run_cli(capsys, "excitation", weights, *data, "--no-plots", "--threads",
+                                 str(n), "--out", tmp_path / str(n))
         assert rc == 0, err
         reports.append(json.loads((tmp_path / str(n) / "excitation.json").read_text()))
-    assert get_num_threads() == before
+    assert seen == [1, 2] and get_num_threads() == before
     assert reports[1]["command"].endswith("--threads 2")
     for name, s in reports[0]["blocks"].items():
         for key, value in s.items():

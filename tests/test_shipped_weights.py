@@ -1,5 +1,6 @@
-"""The trained weights shipped in ``weights/``: each folder's files match its SHA256SUMS, load as
-npse weights (no optimiser state, no pickles), and carry the metrics of the run that made them.
+"""The trained weights shipped in ``weights/``: each folder's weights file matches its SHA256SUMS,
+loads as npse weights (no optimiser state, no pickles), and carries the configuration,
+normalisation and metrics of the run (its config.json and metrics.jsonl).
 
 These read files only; scoring the weights needs CIFAR-10 (``npse evaluate``), and the PyTorch
 twin's agreement is ``python -m npse.torch_reference evaluate`` (chapter 11)."""
@@ -42,4 +43,14 @@ def test_weights_load_and_carry_their_run(folder):
     assert meta["epoch"] == len(records)
     assert [m["test_acc"] for m in meta["metrics"]] == [r["test_acc"] for r in records]
     assert meta["config"] == config["config"] and meta["model_config"] == model.config
+    assert meta["mean"] == pytest.approx(config["mean"]) and meta["std"] == pytest.approx(config["std"])
+    assert meta["classes"] == config["classes"]
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_weights_hold_no_pickles(folder):
+    import numpy as np
+    for path in folder.glob("*.npz"):
+        with np.load(path, allow_pickle=False) as f:
+            assert all(f[k].dtype != object for k in f.files), path
     assert not (folder / "in-progress").exists(), "a finished run keeps no resume checkpoint"

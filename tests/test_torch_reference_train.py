@@ -77,6 +77,15 @@ def test_evaluate_scores_npse_weights_as_npse_does(tmp_path, capsys):
     assert r["npse"]["loss"] == pytest.approx(r["torch"]["loss"], rel=1e-5)
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert r["npse"]["acc"] == metrics[-1]["test_acc"]
+    assert r["npse"]["loss"] == pytest.approx(metrics[-1]["test_loss"], rel=1e-5)
+    from npse.config import load_dataset
+    from npse.rundir import load_model_for_inference
+    from npse.train import evaluate
+    model, meta = load_model_for_inference(tmp_path / "run" / "checkpoint.npz")
+    d = load_dataset(TrainConfig.from_dict(dict(meta["config"], data_dir=str(data), download=False)))
+    loss, acc, per_class = evaluate(model, d.x_test, d.y_test, meta["mean"], meta["std"])
+    assert r["npse"]["per_class"] == pytest.approx(list(per_class), nan_ok=True)
+    assert r["torch"]["per_class"] == pytest.approx(list(per_class), nan_ok=True)
     assert R.main(["evaluate", str(tmp_path / "run"), "--data-dir", str(data), "--no-download",
                    "--threads", "1"]) == 0
     out = capsys.readouterr().out

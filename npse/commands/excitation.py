@@ -60,7 +60,7 @@ def run(args) -> int:
     from .. import backend
     from ..config import TrainConfig, load_dataset
     from ..rundir import write_text_atomic
-    from ..excitation.compare import compare, comparison_markdown, read_report
+    from ..excitation.compare import check_same_blocks, compare, comparison_markdown, read_report
     from ..excitation.report import analyse, plot_gates, report_markdown, study_side_by_side
     from ..excitation.stats import find_se_blocks
     from ..fast import FAST
@@ -73,7 +73,7 @@ def run(args) -> int:
     check_out(out, args.overwrite)           # before the analysis, not after its minutes
     model, meta = load_model_for_inference(path, args.backend)
     model.use_policy(FAST)                   # the fast formulations, as npse train evaluated
-    find_se_blocks(model, f"{path} (model {meta['config'].get('model')})")
+    blocks = find_se_blocks(model, f"{path} (model {meta['config'].get('model')})")
     classes = list(meta["classes"])
     shown = args.classes or classes[:4]
     unknown = [c for c in shown if c not in classes]
@@ -81,6 +81,8 @@ def run(args) -> int:
         raise ValueError(f"--classes: unknown {unknown}; the checkpoint's classes are {classes}")
     study = study_side_by_side(args.study) if args.study else None
     earlier = read_report(args.compare) if args.compare else None     # fail before the minutes
+    if earlier is not None:
+        check_same_blocks(earlier, [n for n, _ in blocks], str(path))
     config = TrainConfig.from_dict(meta["config"])
     config.data_dir, config.download = args.data_dir, args.download
     data = load_dataset(config)

@@ -12,6 +12,7 @@ than calling a change significant.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from .stats import stage_of
@@ -27,9 +28,10 @@ MEASURES = (
     ("saturated_low", "< 0.05", "{:.1%}"),
 )
 
-GROWTH_RULE = ("grows: higher in every block; mostly grows: higher in at least two thirds of the "
-               "blocks and higher on average; falls and mostly falls likewise; else no consistent "
-               "change")
+GROWTH_RULE = ("grows: higher in every block (of the stage, or of the network); mostly grows: "
+               "higher in at least two thirds of the blocks and higher on average; falls and "
+               "mostly falls likewise; else no consistent change (a stage of one block has only "
+               "grows or falls)")
 
 
 def read_report(folder) -> dict:
@@ -40,20 +42,45 @@ def read_report(folder) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"--compare {folder}: no excitation.json there (run npse "
                                 f"excitation on the other checkpoint first, with --out {folder})")
-    with open(path, encoding="utf-8") as f:
-        report = json.load(f)
-    if not isinstance(report, dict) or "blocks" not in report:
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--compare {path}: not readable as JSON ({e})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("blocks"), dict):
         raise ValueError(f"--compare {path}: not an excitation.json written by npse excitation")
+    missing = [k for k in ("checkpoint", "epoch", "accuracy", "claims") if k not in report]
+    missing += sorted({key for s in report["blocks"].values() for key, _, _ in MEASURES
+                       if not isinstance(s, dict) or key not in s})
+    if missing:
+        raise ValueError(f"--compare {path}: lacks {', '.join(missing)} (written by an older "
+                         f"npse? run npse excitation on its checkpoint again)")
     return report
 
 
-def label_of(report: dict) -> str:
-    return f"epoch {report['epoch']}"
+def check_same_blocks(before: dict, names, what: str) -> None:
+    """Refuse to compare analyses of different SE blocks (``names``: the other side's)."""
+    if list(before["blocks"]) != list(names):
+        raise ValueError(f"--compare: {what} has the SE blocks {list(names)}, the earlier "
+                         f"analysis {list(before['blocks'])}; compare checkpoints of one "
+                         f"architecture")
+
+
+def labels_of(before: dict, after: dict) -> tuple[str, str]:
+    """"epoch 10", "epoch 40"; with the file names as well when the epochs are the same."""
+    a, b = f"epoch {before['epoch']}", f"epoch {after['epoch']}"
+    if a == b:
+        a += f" ({Path(before['checkpoint']).name})"
+        b += f" ({Path(after['checkpoint']).name})"
+    return a, b
 
 
 def growth_verdict(changes: dict) -> str:
-    """The direction of ``changes`` ({block: after - before}) in words: see :data:`GROWTH_RULE`."""
+    """The direction of ``changes`` ({block: after - before}) in words: see :data:`GROWTH_RULE`;
+    "not measurable" when a change is not finite (NaN: too few images in a class)."""
     values = list(changes.values())
+    if not values or not all(math.isfinite(v) for v in values):
+        return "not measurable"
     up = sum(v > 0 for v in values)
     down = sum(v < 0 for v in values)
     mean = sum(values) / len(values)
@@ -73,10 +100,7 @@ def compare(before: dict, after: dict) -> dict:
     changes (:func:`growth_verdict`) overall and per stage; the probe rows paired by stage and
     replacement; the paper's claims' verdicts side by side."""
     names = list(after["blocks"])
-    if list(before["blocks"]) != names:
-        raise ValueError(f"--compare: the analyses have different SE blocks "
-                         f"({list(before['blocks'])} vs {names}); compare checkpoints of one "
-                         f"architecture")
+    check_same_blocks(before, names, "this analysis")
     blocks = {}
     for name in names:
         b, a = before["blocks"][name], after["blocks"][name]
@@ -103,12 +127,18 @@ def compare(before: dict, after: dict) -> dict:
             probe.append({"stage": p["stage"], "replacement": p["replacement"],
                           "before": (q["change_points"], q["interval_points"]),
                           "after": (p["change_points"], p["interval_points"])})
-    claims = [{"claim": a["claim"], "before": b["verdict"], "after": a["verdict"]}
-              for b, a in zip(before["claims"], after["claims"]) if a["claim"] == b["claim"]]
-    return {"before": {"label": label_of(before), "checkpoint": before["checkpoint"],
+    # Paired by the claim's words, not by position: an analysis that could not judge the claims
+    # has one entry ("every claim"), and a claim on one side only shows "-" on the other.
+    was = {x["claim"]: x["verdict"] for x in before["claims"]}
+    now = {x["claim"]: x["verdict"] for x in after["claims"]}
+    claims = [{"claim": k, "before": was.get(k, "-"), "after": now.get(k, "-")}
+              for k in list(now) + [k for k in was if k not in now]]
+    level = (after.get("probe_setup") or {}).get("level", 0.95)
+    first, second = labels_of(before, after)
+    return {"before": {"label": first, "checkpoint": before["checkpoint"],
                        "accuracy": before["accuracy"]},
-            "after": {"label": label_of(after), "checkpoint": after["checkpoint"],
-                      "accuracy": after["accuracy"]},
+            "after": {"label": second, "checkpoint": after["checkpoint"],
+                      "accuracy": after["accuracy"]}, "level": level,
             "blocks": blocks, "directions": directions, "rule": GROWTH_RULE,
             "probe": probe, "claims": claims}
 
@@ -141,8 +171,8 @@ def comparison_markdown(c: dict) -> str:
             to = "class-agnostic mean" if p["replacement"] == "mean" else "1"
             cells = [f"{ch:+.2f} [{lo:+.2f}, {hi:+.2f}]" for ch, (lo, hi) in (p["before"], p["after"])]
             lines.append(f"| {p['stage']} | {to} | {cells[0]} | {cells[1]} |")
-        lines += ["", "Changes in accuracy points with each analysis's paired bootstrap 95% "
-                  "interval (each network scored against itself)."]
+        lines += ["", f"Changes in accuracy points with each analysis's paired bootstrap "
+                  f"{100 * c['level']:.0f}% interval (each network scored against itself)."]
     if c["claims"]:
         lines += ["", f"| the paper's claim | {b} | {a} |", "|---|---|---|"]
         lines += [f"| {x['claim']} | {x['before']} | {x['after']} |" for x in c["claims"]]
