@@ -4,12 +4,13 @@ Every number of results.json must be the final test accuracy of a committed run 
 metrics.jsonl), every statistic must follow from those numbers (recomputed here from their
 definitions, with this file's own Student t and Holm, not npse's), results.md must be what the
 report writes from results.json and show those numbers, and the chapter must quote results.md's
-table unchanged. Runs
+table unchanged, and its prose (and chapter 13's stages row) only comparisons the table holds. Runs
 that finished after the report was drawn are not in it yet, and that is allowed: the check is
 that what the table says is true, not that it is the newest.
 """
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -224,6 +225,68 @@ def test_chapter_12_quotes_the_committed_table():
     quoted = [line for line in text.split(BEGIN)[1].split(END)[0].splitlines() if line.strip()]
     table = results_table()
     assert quoted == table, "refresh it: python tests/test_study_results.py"
+
+
+# ------------------------------------------------------------------ chapter 12's prose
+# The prose quotes comparisons as "d [low, high], p = P, Holm H" and simultaneous intervals as
+# "simultaneous ... [low, high]", in points. When seeds join the folder every one of them moves;
+# this check makes a stale quote fail instead of lingering.
+
+QUOTE = re.compile(r"([+-]?\d+\.\d+) \[([+-]?\d+\.\d+), ([+-]?\d+\.\d+)\]"
+                   r"(?:,? (?:points,? )?(?:p = |p )(\d\.\d+))?(?:,? Holm (?:p )?(\d(?:\.\d+)?))?")
+SIMULTANEOUS = re.compile(r"simultaneous[^\[\].]{0,40}?\[([+-]?\d+\.\d+), ([+-]?\d+\.\d+)\]")
+
+
+def same(quoted: str, value: float) -> bool:
+    """A number as quoted (with its decimals) is the value rounded to them."""
+    decimals = len(quoted.split(".")[1]) if "." in quoted else 0
+    if "." in quoted and float(quoted) != 0 and abs(float(quoted)) < 1:
+        # p-values are quoted to two significant digits (0.00013) or to fixed decimals (0.070)
+        return abs(float(quoted) - value) <= 0.5 * 10 ** -decimals + 1e-12
+    return round(value, decimals) == round(float(quoted), decimals)
+
+
+def chapter_prose() -> str:
+    text = CHAPTER.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN)
+    return " ".join((head + rest.split(END)[1]).replace("\u2212", "-").split())
+
+
+def test_chapter_12_prose_quotes_numbers_of_the_table(results):
+    comparisons = [a["vs_reference"] for a in results["arms"] if a.get("vs_reference")
+                   and a["vs_reference"].get("low") is not None]
+    prose = chapter_prose()
+    quotes = list(QUOTE.finditer(prose))
+    assert len(quotes) >= 10, "the pattern no longer finds the chapter's quotes"
+    for m in quotes:
+        d, low, high, p, holm = m.groups()
+        fits = [c for c in comparisons
+                if same(d, 100 * c["d"]) and same(low, 100 * c["low"]) and same(high, 100 * c["high"])
+                and (p is None or same(p, c["p"])) and (holm is None or same(holm, c["p_holm"]))]
+        assert fits, f"{CHAPTER.name} quotes '{m.group(0)}', which is no comparison of results.json"
+    for m in SIMULTANEOUS.finditer(prose):
+        low, high = m.groups()
+        assert any(same(low, 100 * c["low_simultaneous"]) and same(high, 100 * c["high_simultaneous"])
+                   for c in comparisons), \
+            f"{CHAPTER.name} quotes '{m.group(0)}', which is no simultaneous interval of results.json"
+
+
+def test_chapter_13_quotes_the_stages_comparison_of_the_table(results):
+    """Chapter 13 sets `stages-1-2` against `reference` beside its probe; its numbers are the
+    table's (the probe's own intervals there are another thing and are not checked here)."""
+    (arm,) = [a for a in results["arms"] if a["arm"] == "stages-1-2"]
+    c, ref = arm["vs_reference"], [a for a in results["arms"] if a["arm"] == "reference"][0]
+    text = " ".join((ROOT / "docs" / "13-role-of-excitation.md").read_text(encoding="utf-8").split())
+    row = (f"(`stages-1-2`, {arm['n']} seed{'s' * (arm['n'] != 1)}, against `reference`, "
+           f"{ref['n']} seeds) | the stages study | {100 * c['d']:+.2f}, 95% interval "
+           f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}], simultaneous "
+           f"[{100 * c['low_simultaneous']:+.2f}, {100 * c['high_simultaneous']:+.2f}], Holm p "
+           f"{c['p_holm']:.2g}")
+    assert row in text, f"13-role-of-excitation.md should quote: {row}"
+    for m in SIMULTANEOUS.finditer(text):
+        low, high = m.groups()
+        assert same(low, 100 * c["low_simultaneous"]) and same(high, 100 * c["high_simultaneous"]), \
+            m.group(0)
 
 
 def refresh_chapter_table() -> None:
