@@ -240,3 +240,28 @@ if (data_dir / "cifar-10-batches-bin" / "test_batch.bin").exists():
 else:
     print(f"\nno CIFAR-10 test set under {data_dir}: the accuracy is not measured again "
           "(set NPSE_DATA to a folder holding cifar-10-batches-bin/)")
+
+
+# %% [markdown]
+# ## 7. 10 epochs and 40
+#
+# Explained in [chapter 13](../docs/13-role-of-excitation.md#10-epochs-and-40): the same analysis
+# of the network trained with the full recipe (weights/se_resnet20-40ep/), beside this one.
+
+# %%
+from npse.excitation.compare import compare, comparison_markdown, read_report
+
+LONGER = FOLDER.parent / "se_resnet20-40ep" / "excitation"
+side_by_side = compare(read_report(FOLDER / "excitation"), read_report(LONGER))
+# The committed comparison.md is what the code writes from the two committed excitation.json files.
+assert (LONGER / "comparison.md").read_text(encoding="utf-8") == comparison_markdown(side_by_side)
+print(f"\ntest accuracy {100 * side_by_side['before']['accuracy']:.2f}% after 10 epochs, "
+      f"{100 * side_by_side['after']['accuracy']:.2f}% after 40")
+for key, what in (("eta2_median", "eta^2 median"), ("between_class_sd", "between-class sd"),
+                  ("within_class_sd", "within-class sd")):
+    d = side_by_side["directions"][key]["all"]
+    print(f"{what:<17} higher after 40 epochs in {d['higher']} of {d['blocks']} blocks, mean "
+          f"change {d['mean_change']:+.4f}: {d['verdict']}")
+# The chapter's reading: class-specificity fell in all but one block, and the last block opened.
+assert side_by_side["directions"]["eta2_median"]["all"]["higher"] == 1
+assert side_by_side["blocks"]["SE_3_3"]["saturated_high"][1] > 0.4
