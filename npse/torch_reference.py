@@ -361,6 +361,7 @@ def evaluate_reference(path, data_dir=None, download=True, batch_size=250, devic
     from .fast.threads import usable_cores, using
     from .nn import no_grad
     from .rundir import CHECKPOINT, load_model_for_inference
+    from .train import per_class_accuracy
 
     path = Path(path)
     if path.is_dir():
@@ -388,10 +389,7 @@ def evaluate_reference(path, data_dir=None, download=True, batch_size=250, devic
         shifted = z - z.max(axis=1, keepdims=True)
         log_p = shifted - numpy.log(numpy.exp(shifted).sum(axis=1, keepdims=True))
         pred = z.argmax(axis=1)
-        total = numpy.bincount(y, minlength=z.shape[1])
-        right = numpy.bincount(y[pred == y], minlength=z.shape[1])
-        with numpy.errstate(invalid="ignore", divide="ignore"):
-            per_class = numpy.where(total > 0, right / numpy.maximum(total, 1), numpy.nan)
+        per_class = per_class_accuracy(pred, y, z.shape[1])
         result[side] = {"loss": float(-log_p[numpy.arange(len(y)), y].mean()),
                         "acc": float((pred == y).mean()), "per_class": per_class.tolist(),
                         "logits": z, "pred": pred}

@@ -88,13 +88,17 @@ def evaluate(model, x, y, mean, std, batch_size=250, dtype=None):
     y_host = backend.to_host(y).astype(numpy.int64)
     pred = numpy.concatenate([backend.to_host(p) for p in preds])
     loss_sum = float(loss_sum)
-    num_classes = int(logits.shape[1])
-    hits = pred == y_host
-    total = numpy.bincount(y_host, minlength=num_classes).astype(numpy.float64)
-    right = numpy.bincount(y_host[hits], minlength=num_classes).astype(numpy.float64)
+    return (loss_sum / len(y_host), float((pred == y_host).mean()),
+            per_class_accuracy(pred, y_host, int(logits.shape[1])))
+
+
+def per_class_accuracy(pred, y, num_classes: int) -> numpy.ndarray:
+    """(num_classes,) float64: the share of each class's samples (labels ``y``, host ints) that
+    ``pred`` gets right; NaN for a class with no sample."""
+    total = numpy.bincount(y, minlength=num_classes).astype(numpy.float64)
+    right = numpy.bincount(y[pred == y], minlength=num_classes).astype(numpy.float64)
     with numpy.errstate(invalid="ignore", divide="ignore"):
-        per_class = numpy.where(total > 0, right / numpy.maximum(total, 1), numpy.nan)
-    return loss_sum / len(y_host), float(hits.mean()), per_class
+        return numpy.where(total > 0, right / numpy.maximum(total, 1), numpy.nan)
 
 
 # ----------------------------------------------------------------------------- training
