@@ -7,6 +7,7 @@ twin's agreement is ``python -m npse.torch_reference evaluate`` (chapter 11)."""
 import hashlib
 import json
 import pathlib
+import re
 
 import pytest
 
@@ -54,3 +55,16 @@ def test_weights_hold_no_pickles(folder):
         with np.load(path, allow_pickle=False) as f:
             assert all(f[k].dtype != object for k in f.files), path
     assert not (folder / "in-progress").exists(), "a finished run keeps no resume checkpoint"
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_torch_twin_transcript_matches_the_run(folder):
+    """torch_twin.txt is what `python -m npse.torch_reference evaluate` printed on these weights:
+    its npse line must be the run's last epoch, and the twin must agree image by image."""
+    text = (folder / "torch_twin.txt").read_text()
+    last = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
+    expected = (f"{last['test_loss']:.4f}", f"{100 * last['test_acc']:.2f}")
+    for who in ("npse", "PyTorch twin"):
+        found = re.search(rf"^{who} +test loss (\S+) +test accuracy (\S+)%$", text, re.M)
+        assert found and found.groups() == expected, (who, found and found.groups(), expected)
+    assert "predictions differ on 0 of 10000 images" in text
