@@ -131,6 +131,59 @@ def test_difference_p_agrees_with_its_interval_and_holm_sets_the_verdict():
     assert no_noise["low"] is None and "bottleneck family" in no_noise["verdict"]
 
 
+def test_fractional_df_lies_between_its_whole_neighbours():
+    # Welch's df is fractional. For a fixed t > 0 the tail falls as df grows (heavier tails at
+    # small df), so p at df 1.5 lies strictly between p at 1 and at 2, and so on; df = 1 + tiny
+    # is Cauchy's closed form to within the step.
+    for t in (0.5, 2.5, 9.0):
+        grid = [1, 1.1, 1.5, 1.9, 2, 2.5, 3, 4.7, 6]
+        ps = [study.t_two_sided_p(t, df) for df in grid]
+        assert all(a > b for a, b in zip(ps, ps[1:])), (t, ps)
+        assert study.t_two_sided_p(t, 1 + 1e-9) == pytest.approx(
+            1 - 2 * math.atan(t) / math.pi, rel=1e-7)
+    for bad in (0.5, 0, math.inf, True, "3"):
+        with pytest.raises(ValueError):
+            study.t_two_sided_p(1.0, bad)
+
+
+def test_welch_is_the_pooled_test_when_both_sides_vary_alike():
+    # Same n and the same sample variance on both sides: Welch's df is 2(n - 1) and its t the
+    # pooled t, since then s_arm^2/n + s_ref^2/n = s_p^2 (1/n + 1/n).
+    arm = [0.80, 0.83, 0.81]
+    ref = [x - 0.02 for x in reversed(arm)]
+    w = study.welch(arm, ref)
+    s_p, df = study.pooled_sd([arm, ref])
+    pooled = study.difference(arm, ref, s_p, df)
+    assert w["df"] == pytest.approx(4) and w["t"] == pytest.approx(pooled["t"])
+    assert w["p"] == pytest.approx(pooled["p"], rel=1e-9)
+
+
+def test_welch_df_falls_to_one_when_one_side_does_not_vary():
+    # Two seeds each, the reference's equal: df = (v_a + 0)^2 / (v_a^2 / 1) = 1 (Cauchy), and
+    # with equal variances it is 2 (the closed form of df 2): Welch's df spans [1, 2] here.
+    w = study.welch([0.70, 0.74], [0.80, 0.80])
+    assert w["df"] == pytest.approx(1) and w["d"] == pytest.approx(-0.08)
+    assert w["p"] == pytest.approx(1 - 2 * math.atan(abs(w["t"])) / math.pi, rel=1e-9)
+    w2 = study.welch([0.70, 0.74], [0.80, 0.84])
+    assert w2["df"] == pytest.approx(2)
+    assert w2["p"] == pytest.approx(1 - abs(w2["t"]) / math.sqrt(2 + w2["t"] ** 2), rel=1e-9)
+    assert study.welch([0.7], [0.8, 0.81]) is None and study.welch([0.7, 0.71], [0.8]) is None
+    flat = study.welch([0.7, 0.7], [0.8, 0.8])
+    assert flat["p"] == 0.0 and flat["t"] == -math.inf
+
+
+def test_judge_applies_holm_to_the_welch_p_over_the_same_family():
+    a = [0.80, 0.82, 0.84]
+    s_p, df = study.pooled_sd([a, [0.85, 0.86], [0.70, 0.74]])
+    family = [dict(study.difference(x, a, s_p, df, family_size=3), welch=study.welch(x, a))
+              for x in ([0.85, 0.86], [0.70, 0.74], [0.79])]
+    study.judge(family)
+    assert family[2]["welch"] is None
+    welch_p = [f["welch"]["p"] for f in family[:2]] + [None]
+    assert [f["welch"]["p_holm"] for f in family[:2]] == pytest.approx(study.holm(welch_p)[:2])
+    assert family[1]["welch"]["p_holm"] == pytest.approx(min(1, 3 * family[1]["welch"]["p"]))
+
+
 # ----------------------------------------------------------------------------- bookkeeping
 
 def test_every_study_holds_its_baseline_and_reference():

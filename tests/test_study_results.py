@@ -120,6 +120,32 @@ def expected_statistics(results) -> dict:
                                      m).items():
         if arm in tested:
             out[arm]["p_holm"] = p_holm
+    # Welch's test: each side's own variance, the Welch-Satterthwaite df (fractional).
+    for arm, ref in compared.items():
+        mine, theirs = accs[arm], accs[ref]
+        if len(mine) > 1 and len(theirs) > 1:
+            va, vr = (sum((x - sum(g) / len(g)) ** 2 for x in g) / (len(g) - 1) / len(g)
+                      for g in (mine, theirs))
+            t = out[arm]["d"] / math.sqrt(va + vr)
+            df = (va + vr) ** 2 / (va ** 2 / (len(mine) - 1) + vr ** 2 / (len(theirs) - 1))
+            out[arm]["welch"] = {"t": t, "df": df, "p": p_two_sided(t, df)}
+    welch_p = {k: v["welch"]["p"] for k, v in out.items() if "welch" in v}
+    for arm, p_holm in holm_adjusted({**welch_p, **{k: 1.0 for k in out if k not in welch_p}},
+                                     m).items():
+        if arm in welch_p:
+            out[arm]["welch"]["p_holm"] = p_holm
+    # The reference's own spread, and the pooled sd of the other arms of its network.
+    for family in noise:
+        ref = next(k for k in accs if family_of[k] == family and study.ARMS[k].reference == k)
+        others = [v for k, v in accs.items() if family_of[k] == family and k != ref and len(v) > 1]
+        ss = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in others)
+        dfo = sum(len(g) - 1 for g in others)
+        r = accs[ref]
+        if len(r) > 1 and dfo:
+            noise[family] += ({"reference": ref,
+                               "reference_sd": math.sqrt(sum((x - sum(r) / len(r)) ** 2
+                                                             for x in r) / (len(r) - 1)),
+                               "others_pooled_sd": math.sqrt(ss / dfo), "others_pooled_df": dfo},)
     return {"noise": noise, "m": m, "comparisons": out}
 
 
@@ -147,9 +173,13 @@ def test_the_statistics_follow_from_the_accuracies(results, expected):
         if len(accs) > 1:
             sd = math.sqrt(sum((a - arm["mean"]) ** 2 for a in accs) / (len(accs) - 1))
             assert math.isclose(arm["sd"], sd, **close), arm["arm"]
-    for family, (s_p, df, arms) in expected["noise"].items():
+    for family, (s_p, df, arms, *spread) in expected["noise"].items():
         got = results["noise"][family]
         assert got["pooled_df"] == df and got["arms"] == arms, family
+        for key, want in (spread[0] if spread else {}).items():
+            assert (got[key] == want if isinstance(want, (str, int)) else
+                    math.isclose(got[key], want, rel_tol=1e-9)), (family, key)
+        assert bool(spread) == ("reference_sd" in got), family
         assert (got["pooled_sd"] is None) == (s_p is None), family
         if s_p is not None:
             assert math.isclose(got["pooled_sd"], s_p, **close), family
@@ -172,6 +202,12 @@ def test_the_statistics_follow_from_the_accuracies(results, expected):
             assert math.isclose(v[key], want, rel_tol=1e-6, abs_tol=1e-9), (arm, key)
         assert v["verdict"] == ("within noise" if e["p_holm"] >= 0.05 else
                                 "better" if e["d"] > 0 else "worse"), arm
+    for arm, e in expected["comparisons"].items():
+        got = rows[arm].get("welch")
+        assert (got is None) == ("welch" not in e), arm
+        for key, want in (e.get("welch") or {}).items():
+            # p through the incomplete beta here, Simpson's rule in npse: fractional df too
+            assert math.isclose(got[key], want, rel_tol=1e-6, abs_tol=1e-12), (arm, key)
 
 
 def test_results_md_shows_the_recomputed_numbers(expected):
@@ -202,7 +238,7 @@ def test_results_md_shows_the_recomputed_numbers(expected):
             shown = cells[col[name]]
             assert (want < 1e-4 if shown == "<0.0001" else
                     math.isclose(float(shown), want, rel_tol=0.05, abs_tol=5e-4)), (cells[0], name)
-    for family, (s_p, df, arms) in expected["noise"].items():
+    for family, (s_p, df, arms, *_) in expected["noise"].items():
         if s_p is not None:
             pooled = ", ".join(f"{a} ({k} seeds)" for a, k in arms.items())
             assert f"pooled over {pooled}" in text

@@ -37,5 +37,5 @@ from .report import aggregate, markdown, model_facts, noise, plot, report, write
 from .runs import (LOCKED, Job, die_with_parent, git_commit, hold_run_lock, parse_rerun, plan,
                    run_one, run_study, stop_on_sigterm, worker_spec)
 from .stats import (ALPHA, arm_stats, difference, holm, judge, pooled_sd, t_cdf, t_quantile,
-                    t_two_sided_p)
+                    t_two_sided_p, welch)
 from .synthetic import ensure_quick_data, write_synthetic_cifar10

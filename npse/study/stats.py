@@ -1,5 +1,6 @@
 """The numbers of a study's table: mean, sd, pooled sd, the difference from the reference with
-its t statistic, two-sided p and intervals, and Holm's adjustment over a report's comparisons.
+its t statistic, two-sided p and intervals, Holm's adjustment over a report's comparisons, and
+Welch's test as a check on the pooled one.
 
 Student's t is computed here, without SciPy: the tail probability is an integral over a finite
 range (below), done by Simpson's rule, and the quantile is found by bisection on it."""
@@ -12,38 +13,50 @@ ALPHA = 0.05        # every interval is a 95% one, every verdict a test at 5%
 _SIMPSON_STEPS = 2000
 
 
-def _upper_tail(t: float, df: int) -> float:
+def _upper_tail(t: float, df: float) -> float:
     """P(T > t) for t >= 0. With x = sqrt(df) tan(theta) the density of t becomes
     cos(theta)^(df-1) / B(1/2, df/2) on (-pi/2, pi/2), so the tail is the integral of a smooth,
     bounded function from atan(t / sqrt(df)) to pi/2: no infinite range, and no 1 - (something
-    near 1) that would lose the small p-values."""
-    a, b = math.atan(t / math.sqrt(df)), math.pi / 2
-    if b - a <= 0:
+    near 1) that would lose the small p-values.
+
+    ``df`` may be fractional (Welch's test). Below 2 the integrand's slope is infinite at pi/2,
+    which Simpson's rule handles badly, so there the integral is taken over s with
+    pi/2 - theta = s^2, whose integrand 2 s sin(s^2)^(df-1) behaves like s^(2 df - 1): smooth."""
+    a = math.atan(t / math.sqrt(df))
+    if math.pi / 2 - a <= 0:
         return 0.0
-    n, h = _SIMPSON_STEPS, (b - a) / _SIMPSON_STEPS
     power = df - 1
+    if df >= 2:
+        lo, hi = a, math.pi / 2
 
-    def f(theta):
-        return max(math.cos(theta), 0.0) ** power
+        def f(theta):
+            return max(math.cos(theta), 0.0) ** power
+    else:
+        lo, hi = 0.0, math.sqrt(math.pi / 2 - a)
 
-    s = f(a) + f(b) + sum((4 if i % 2 else 2) * f(a + i * h) for i in range(1, n))
+        def f(s):
+            return 2 * s * math.sin(s * s) ** power if s > 0 else 0.0
+    n = _SIMPSON_STEPS
+    h = (hi - lo) / n
+    total = f(lo) + f(hi) + sum((4 if i % 2 else 2) * f(lo + i * h) for i in range(1, n))
     log_beta = math.lgamma(0.5) + math.lgamma(df / 2) - math.lgamma((df + 1) / 2)
-    return s * h / 3 / math.exp(log_beta)
+    return total * h / 3 / math.exp(log_beta)
 
 
 def _check_df(df) -> None:
-    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
-        raise ValueError(f"Student's t needs an integer df >= 1, got {df!r}")
+    if isinstance(df, bool) or not isinstance(df, (int, float)) or not (1 <= df < math.inf):
+        raise ValueError(f"Student's t needs df >= 1 (whole, or fractional as Welch's test's), "
+                         f"got {df!r}")
 
 
-def t_cdf(t: float, df: int) -> float:
+def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with ``df`` degrees of freedom."""
     _check_df(df)
     tail = _upper_tail(abs(t), df)
     return 1 - tail if t >= 0 else tail
 
 
-def t_two_sided_p(t: float, df: int) -> float:
+def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|): the two-sided p-value of a t statistic."""
     _check_df(df)
     return min(1.0, 2 * _upper_tail(abs(t), df))
@@ -132,16 +145,49 @@ def difference(arm: list, ref: list, s_p, df, family_size: int = 1, family: str 
             "low_simultaneous": d - half_sim, "high_simultaneous": d + half_sim}
 
 
+def welch(arm: list, ref: list) -> dict | None:
+    """Welch's test of ``mean(arm) - mean(ref)``: each side's own sample variance instead of a
+    pooled one, ``t = d / sqrt(s_arm^2/n_arm + s_ref^2/n_ref)``, with the Welch-Satterthwaite df
+    ``(v_arm + v_ref)^2 / (v_arm^2/(n_arm-1) + v_ref^2/(n_ref-1))`` (``v = s^2/n``: fractional,
+    between the smaller n - 1 and n_arm + n_ref - 2). None unless both sides have two values.
+
+    It does not assume that the two vary alike, which the pooled test does; it pays for that
+    with few degrees of freedom when there are few seeds, so it is a check on the pooled
+    verdicts, not a replacement for them."""
+    if len(arm) < 2 or len(ref) < 2:
+        return None
+    (ma, va), (mr, vr) = [_mean_var(x) for x in (arm, ref)]
+    d = ma - mr
+    va, vr = va / len(arm), vr / len(ref)
+    if va + vr == 0:
+        return {"d": d, "t": math.copysign(math.inf, d) if d else 0.0,
+                "df": float(len(arm) + len(ref) - 2), "p": 0.0 if d else 1.0}
+    t = d / math.sqrt(va + vr)
+    df = (va + vr) ** 2 / (va ** 2 / (len(arm) - 1) + vr ** 2 / (len(ref) - 1))
+    return {"d": d, "t": t, "df": df, "p": t_two_sided_p(t, df)}
+
+
+def _mean_var(x: list) -> tuple:
+    m = sum(x) / len(x)
+    return m, sum((a - m) ** 2 for a in x) / (len(x) - 1)
+
+
 def _words(d: float, p: float) -> str:
     return "within noise" if p >= ALPHA else ("better" if d > 0 else "worse")
 
 
 def judge(comparisons: list) -> list:
     """Holm over a family of :func:`difference` results (every comparison one report makes,
-    those without a p included): each gets ``p_holm``, and a verdict from it."""
+    those without a p included): each gets ``p_holm``, and a verdict from it. Where the
+    comparisons carry a ``welch`` result, Holm is applied to those p over the same family too
+    (``welch["p_holm"]``; a comparison without one counts as a p of 1)."""
     adjusted = holm([c.get("p") for c in comparisons])
     for c, p_holm in zip(comparisons, adjusted):
         if p_holm is not None:
             c["p_holm"] = p_holm
             c["verdict"] = _words(c["d"], p_holm)
+    welch_p = [(c.get("welch") or {}).get("p") for c in comparisons]
+    for c, p_holm in zip(comparisons, holm(welch_p)):
+        if p_holm is not None:
+            c["welch"]["p_holm"] = p_holm
     return comparisons
