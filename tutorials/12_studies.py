@@ -95,6 +95,18 @@ assert abs(d["d"] - (arm["mean"] - ref["mean"])) < 1e-12
 assert abs((d["high"] - d["low"]) / 2 - half) < 1e-12
 print(f"d(squeeze-max) = {100 * d['d']:+.2f} points, 95% interval "
       f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]: {d['verdict']}")
+
+# Welch's test drops the equal-variance assumption: baseline and reference have 3 seeds each,
+# so each brings its own variance, and the df is fractional.
+base = rows["baseline"]
+v_b, v_r = base["sd"] ** 2 / base["n"], ref["sd"] ** 2 / ref["n"]
+t_w = (base["mean"] - ref["mean"]) / math.sqrt(v_b + v_r)
+df_w = (v_b + v_r) ** 2 / (v_b ** 2 / (base["n"] - 1) + v_r ** 2 / (ref["n"] - 1))
+w = base["vs_reference"]["welch"]
+print(f"Welch, baseline vs reference: t = {t_w:.2f}, df = {df_w:.2f} (pooled: {df}), "
+      f"p = {study.t_two_sided_p(t_w, df_w):.3f}")
+assert abs(w["t"] - t_w) < 1e-9 and abs(w["df"] - df_w) < 1e-9 and 2 <= df_w <= 4
+assert rows["squeeze-max"]["vs_reference"]["welch"] is None      # one seed: no own variance
 print("\n" + (out / "results.md").read_text().split("\n\n")[3])   # the table
 
 
