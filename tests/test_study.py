@@ -146,6 +146,31 @@ def test_fractional_df_lies_between_its_whole_neighbours():
             study.t_two_sided_p(1.0, bad)
 
 
+def test_fractional_df_p_agrees_with_the_incomplete_beta():
+    # An independent route (the regularized incomplete beta by its continued fraction, as the
+    # committed table's test computes it): Simpson's rule below df 2 needs its change of
+    # variable to get within 1e-8 here.
+    from test_study_results import p_two_sided
+    for df in (1.05, 1.2, 1.5, 1.9, 2.5, 3.7):
+        for t in (0.1, 1.0, 2.5, 8.0, 1e4):
+            assert study.t_two_sided_p(t, df) == pytest.approx(p_two_sided(t, df), rel=1e-8)
+    # Large t keeps its relative precision (no 1 - (almost 1) in the angle): Cauchy's tail.
+    assert study.t_two_sided_p(1e12, 1) == pytest.approx(2 / (math.pi * 1e12), rel=1e-9)
+
+
+def test_noise_sets_the_reference_sd_beside_the_others():
+    finals = {"reference": [0.80, 0.84], "baseline": [0.79, 0.80], "squeeze-max": [0.70],
+              "bottleneck-standard": [0.75, 0.77], "bottleneck-3x3": [0.76]}
+    got = study.noise(finals)
+    basic = got["basic"]
+    assert basic["reference"] == "reference" and basic["others_pooled_df"] == 1
+    assert basic["reference_sd"] == pytest.approx(0.04 / math.sqrt(2))
+    assert basic["others_pooled_sd"] == pytest.approx(0.01 / math.sqrt(2))   # baseline alone
+    # The Bottleneck reference has two seeds but no other arm has: nothing to set it beside.
+    assert "reference_sd" not in got["bottleneck"]
+    assert got["bottleneck"]["pooled_sd"] == pytest.approx(0.02 / math.sqrt(2))
+
+
 def test_welch_is_the_pooled_test_when_both_sides_vary_alike():
     # Same n and the same sample variance on both sides: Welch's df is 2(n - 1) and its t the
     # pooled t, since then s_arm^2/n + s_ref^2/n = s_p^2 (1/n + 1/n).

@@ -307,6 +307,20 @@ def test_chapter_12_prose_quotes_numbers_of_the_table(results):
             f"{CHAPTER.name} quotes '{m.group(0)}', which is no simultaneous interval of results.json"
 
 
+WELCH = re.compile(r"Welch p (\d\.\d+) \(df (\d+\.\d)\),? Holm (\d(?:\.\d+)?)")
+
+
+def test_chapter_12_prose_quotes_welch_tests_of_the_table(results):
+    """The prose quotes Welch's test as results.md does: "Welch p P (df D), Holm H"."""
+    tests = [a["vs_reference"]["welch"] for a in results["arms"]
+             if (a.get("vs_reference") or {}).get("welch")]
+    for m in WELCH.finditer(chapter_prose()):
+        p, df, holm = m.groups()
+        assert any(same(p, w["p"]) and same(df, w["df"]) and same(holm, w["p_holm"])
+                   for w in tests), \
+            f"{CHAPTER.name} quotes '{m.group(0)}', which is no Welch test of results.json"
+
+
 def test_chapter_13_quotes_the_stages_comparison_of_the_table(results):
     """Chapter 13 sets `stages-1-2` against `reference` beside its probe; its numbers are the
     table's (the probe's own intervals there are another thing and are not checked here)."""

@@ -47,7 +47,9 @@ def noise(finals: dict) -> dict:
     """Each network family's own noise: the sd pooled over that family's arms with two seeds or
     more (``finals``: arm -> accuracies). A family none of whose arms has two seeds has no
     estimate (``pooled_sd`` None): its arms get no interval, rather than one borrowed from
-    another network."""
+    another network. Where the family's reference and at least one other arm have two seeds,
+    also the reference's own sd and the sd pooled over the other arms (``reference_sd``,
+    ``others_pooled_sd``, ``others_pooled_df``): the check on the equal-variance assumption."""
     families = {}
     for arm, accs in finals.items():
         families.setdefault(ARMS[arm].network, {})[arm] = accs
@@ -60,8 +62,8 @@ def noise(finals: dict) -> dict:
         # The reference enters every comparison of its network: its own spread beside the
         # others' pooled one says how much the equal-variance assumption carries.
         ref = next((a for a in arms if ARMS[a].reference == a), None)
-        if ref is not None and len(arms[ref]) >= 2:
-            others_sd, others_df = pooled_sd([v for a, v in arms.items() if a != ref])
+        others_sd, others_df = pooled_sd([v for a, v in arms.items() if a != ref])
+        if ref is not None and len(arms[ref]) >= 2 and others_df:
             out[family].update(reference=ref, reference_sd=arm_stats(arms[ref])["sd"],
                                others_pooled_sd=others_sd, others_pooled_df=others_df)
     return out
@@ -195,36 +197,45 @@ def _welch_lines(results: dict) -> list:
     """The check on the equal-variance assumption: the reference's own spread, and Welch's test
     for every comparison whose two sides have two seeds or more."""
     lines = []
+    arms = {a["arm"]: a for a in results["arms"]}
     for family, n in (results.get("noise") or {}).items():
-        if n.get("reference_sd") is None or n.get("others_pooled_sd") is None:
+        if n.get("reference_sd") is None:
             continue
         lines.append(f"- The reference of the {_network_names(results).get(family, family)}, "
-                     f"`{n['reference']}`, varies by sd "
-                     f"{100 * n['reference_sd']:.2f} points between its seeds; its other arms "
-                     f"with two seeds or more pool to {100 * n['others_pooled_sd']:.2f} (df = "
-                     f"{n['others_pooled_df']}). Every comparison of the network uses the "
+                     f"`{n['reference']}`, varies by sd {100 * n['reference_sd']:.2f} points "
+                     f"between its seeds (df = {arms[n['reference']]['n'] - 1}); its other "
+                     f"arms with two seeds or more pool to {100 * n['others_pooled_sd']:.2f} "
+                     f"(df = {n['others_pooled_df']}). Every comparison of the network uses the "
                      f"reference's runs, so its spread weighs on all of them.")
     rows = [a for a in results["arms"] if (a["vs_reference"] or {}).get("welch")]
     if not rows:
         return lines
     m = results.get("family_size", 0)
-    tests = "; ".join(f"{a['arm']} p {_p(a['vs_reference']['welch']['p'])} (df "
-                      f"{a['vs_reference']['welch']['df']:.1f}), Holm "
-                      f"{_p(a['vs_reference']['welch'].get('p_holm'))}" for a in rows)
+    tests = "; ".join(f"{a['arm']} p {_p(w['p'])} (df {w['df']:.1f}), Holm {_p(w.get('p_holm'))}"
+                      for a in rows for w in [a["vs_reference"]["welch"]])
     judged = [a for a in results["arms"]
               if (a["vs_reference"] or {}).get("verdict") in ("better", "worse")]
-    kept = [a["arm"] for a in judged if (a["vs_reference"].get("welch") or {}).get("p_holm", 1) < ALPHA]
-    lost = [a["arm"] for a in judged if a["arm"] not in kept]
-    verdicts = (f"It keeps {len(kept)} of the table's {len(judged)} verdicts"
-                + (f" ({', '.join(kept)})" if kept else "")
-                + (f"; not {', '.join(lost)}" if lost else "") + ". ") if judged else ""
-    lines.append(f"- Without the equal-variance assumption (Welch's test: each arm's own sd "
-                 f"and its reference's, fractional df, only where both have two seeds or "
-                 f"more; Holm over the same {m} comparisons): {tests}. {verdicts}With two or "
-                 f"three seeds a side its df is near 2 and its power small: a verdict it does "
-                 f"not keep rests on the pooled s_p, and more seeds (of the arm and of the "
-                 f"reference) would settle it either way. A one-seed arm cannot be tested "
-                 f"this way.")
+    testable = [a["arm"] for a in judged if a["vs_reference"].get("welch")]
+    kept = [a for a in testable if arms[a]["vs_reference"]["welch"]["p_holm"] < ALPHA]
+    lost = [a for a in testable if a not in kept]
+    untestable = [a["arm"] for a in judged if a["arm"] not in testable]
+    verdicts = ""
+    if testable:
+        verdicts = (f"Of the table's verdicts it keeps {len(kept)} of {len(testable)}"
+                    + (f" ({', '.join(kept)})" if kept else "")
+                    + (f", not {', '.join(lost)}" if lost else "") + ". ")
+    if untestable:
+        verdicts += f"One-seed arms cannot be tested this way: {', '.join(untestable)}. "
+    dfs = [a["vs_reference"]["welch"]["df"] for a in rows]
+    need = ", ".join(f"{t_quantile(1 - ALPHA / (2 * m), k):.1f} at df {k}" for k in (2, 3))
+    lines.append(f"- Without the equal-variance assumption (Welch's test: each arm's own sd and "
+                 f"its reference's, fractional df, only where both have two seeds or more; "
+                 f"Holm over the same {m} comparisons): {tests}. {verdicts}Its df here runs "
+                 f"from {min(dfs):.1f} to {max(dfs):.1f}, and with Holm over {m} comparisons "
+                 f"even the smallest p must be below 0.05/{m}, which needs |t| above {need}: "
+                 f"with two or three seeds a side it can hardly keep a verdict, so one that it "
+                 f"does not keep is not shown wrong; it rests on the pooled s_p, and more seeds "
+                 f"of the arm and of the reference are what would tell.")
     return lines
 
 

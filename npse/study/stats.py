@@ -15,30 +15,31 @@ _SIMPSON_STEPS = 2000
 
 def _upper_tail(t: float, df: float) -> float:
     """P(T > t) for t >= 0. With x = sqrt(df) tan(theta) the density of t becomes
-    cos(theta)^(df-1) / B(1/2, df/2) on (-pi/2, pi/2), so the tail is the integral of a smooth,
-    bounded function from atan(t / sqrt(df)) to pi/2: no infinite range, and no 1 - (something
-    near 1) that would lose the small p-values.
+    cos(theta)^(df-1) / B(1/2, df/2) on (-pi/2, pi/2); with phi = pi/2 - theta the tail is the
+    integral of sin(phi)^(df-1) from 0 to phi0 = atan2(sqrt(df), t), a bounded function over a
+    finite range. phi0 is computed directly, not as pi/2 - atan(t / sqrt(df)), which would lose
+    the small p-values of a large t to cancellation.
 
-    ``df`` may be fractional (Welch's test). Below 2 the integrand's slope is infinite at pi/2,
-    which Simpson's rule handles badly, so there the integral is taken over s with
-    pi/2 - theta = s^2, whose integrand 2 s sin(s^2)^(df-1) behaves like s^(2 df - 1): smooth."""
-    a = math.atan(t / math.sqrt(df))
-    if math.pi / 2 - a <= 0:
+    ``df`` may be fractional (Welch's test). Below 2 the integrand's slope is infinite at 0,
+    which Simpson's rule handles badly, so there the integral is taken over s with phi = s^2,
+    whose integrand 2 s sin(s^2)^(df-1) behaves like s^(2 df - 1): its slope is bounded."""
+    phi0 = math.atan2(math.sqrt(df), t)
+    if phi0 <= 0:
         return 0.0
     power = df - 1
     if df >= 2:
-        lo, hi = a, math.pi / 2
+        hi = phi0
 
-        def f(theta):
-            return max(math.cos(theta), 0.0) ** power
+        def f(phi):
+            return math.sin(phi) ** power
     else:
-        lo, hi = 0.0, math.sqrt(math.pi / 2 - a)
+        hi = math.sqrt(phi0)
 
         def f(s):
             return 2 * s * math.sin(s * s) ** power if s > 0 else 0.0
     n = _SIMPSON_STEPS
-    h = (hi - lo) / n
-    total = f(lo) + f(hi) + sum((4 if i % 2 else 2) * f(lo + i * h) for i in range(1, n))
+    h = hi / n
+    total = f(0.0) + f(hi) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, n))
     log_beta = math.lgamma(0.5) + math.lgamma(df / 2) - math.lgamma((df + 1) / 2)
     return total * h / 3 / math.exp(log_beta)
 
@@ -63,7 +64,7 @@ def t_two_sided_p(t: float, df: float) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def t_quantile(p: float, df: int) -> float:
+def t_quantile(p: float, df: float) -> float:
     """The ``p`` quantile of Student's t with ``df`` degrees of freedom (p in (0.5, 1)), found
     by bisection on the upper tail to about 1e-9 (relative): enough for an interval."""
     if not (0.5 < p < 1):
@@ -156,20 +157,18 @@ def welch(arm: list, ref: list) -> dict | None:
     verdicts, not a replacement for them."""
     if len(arm) < 2 or len(ref) < 2:
         return None
-    (ma, va), (mr, vr) = [_mean_var(x) for x in (arm, ref)]
-    d = ma - mr
-    va, vr = va / len(arm), vr / len(ref)
-    if va + vr == 0:
+    a, r = arm_stats(arm), arm_stats(ref)
+    d = a["mean"] - r["mean"]
+    va, vr = a["sd"] ** 2 / a["n"], r["sd"] ** 2 / r["n"]
+    denominator = va ** 2 / (a["n"] - 1) + vr ** 2 / (r["n"] - 1)
+    if va + vr == 0 or denominator == 0:
+        # Neither side varies: the df formula is 0/0. Any d is then infinitely many standard
+        # errors away; the df recorded is the pooled test's, which is as good as any.
         return {"d": d, "t": math.copysign(math.inf, d) if d else 0.0,
-                "df": float(len(arm) + len(ref) - 2), "p": 0.0 if d else 1.0}
+                "df": float(a["n"] + r["n"] - 2), "p": 0.0 if d else 1.0}
     t = d / math.sqrt(va + vr)
-    df = (va + vr) ** 2 / (va ** 2 / (len(arm) - 1) + vr ** 2 / (len(ref) - 1))
+    df = (va + vr) ** 2 / denominator
     return {"d": d, "t": t, "df": df, "p": t_two_sided_p(t, df)}
-
-
-def _mean_var(x: list) -> tuple:
-    m = sum(x) / len(x)
-    return m, sum((a - m) ** 2 for a in x) / (len(x) - 1)
 
 
 def _words(d: float, p: float) -> str:
