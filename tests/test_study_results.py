@@ -314,7 +314,9 @@ def test_chapter_12_prose_quotes_welch_tests_of_the_table(results):
     """The prose quotes Welch's test as results.md does: "Welch p P (df D), Holm H"."""
     tests = [a["vs_reference"]["welch"] for a in results["arms"]
              if (a.get("vs_reference") or {}).get("welch")]
-    for m in WELCH.finditer(chapter_prose()):
+    quotes = list(WELCH.finditer(chapter_prose()))
+    assert quotes, "the pattern no longer finds the chapter's Welch quotes"
+    for m in quotes:
         p, df, holm = m.groups()
         assert any(same(p, w["p"]) and same(df, w["df"]) and same(holm, w["p_holm"])
                    for w in tests), \
