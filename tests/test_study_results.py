@@ -307,6 +307,32 @@ def test_chapter_12_prose_quotes_numbers_of_the_table(results):
             f"{CHAPTER.name} quotes '{m.group(0)}', which is no simultaneous interval of results.json"
 
 
+NOISE = re.compile(r"\$s_p\$ = (\d\.\d+) points \(df = (\d+)\)")
+HALF_WIDTHS = re.compile(r"d ± (\d\.\d+) points \(95%\) with three seeds, ± (\d\.\d+) with two "
+                         r"and ± (\d\.\d+) with one \(simultaneous over (\d+): ± (\d\.\d+), "
+                         r"± (\d\.\d+), ± (\d\.\d+)\)")
+
+
+def test_chapter_12_quotes_the_table_s_noise_and_interval_widths(results):
+    """The results section's s_p, df and half-widths (against a three-seed reference) are the
+    table's: they move with every seed added, and a stale one must fail."""
+    basic = results["noise"]["basic"]
+    s_p, df, m = basic["pooled_sd"], basic["pooled_df"], results["family_size"]
+    prose = chapter_prose()
+    quoted = NOISE.findall(prose)
+    assert quoted, "the pattern no longer finds the chapter's s_p"
+    for sp_q, df_q in quoted:
+        assert same(sp_q, 100 * s_p) and int(df_q) == df, (sp_q, df_q, 100 * s_p, df)
+    widths = HALF_WIDTHS.findall(prose)
+    assert widths, "the pattern no longer finds the chapter's interval half-widths"
+    for h3, h2, h1, m_q, s3, s2, s1 in widths:
+        assert int(m_q) == m
+        for n, h, sim in ((3, h3, s3), (2, h2, s2), (1, h1, s1)):
+            se = s_p * math.sqrt(1 / n + 1 / 3)
+            assert same(h, 100 * critical_t(0.05, df) * se), (n, h)
+            assert same(sim, 100 * critical_t(0.05 / m, df) * se), (n, sim)
+
+
 WELCH = re.compile(r"Welch p (\d\.\d+) \(df (\d+\.\d)\),? Holm (\d(?:\.\d+)?)")
 
 
