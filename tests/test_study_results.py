@@ -307,7 +307,7 @@ def test_chapter_12_prose_quotes_numbers_of_the_table(results):
             f"{CHAPTER.name} quotes '{m.group(0)}', which is no simultaneous interval of results.json"
 
 
-NOISE = re.compile(r"\$s_p\$ = (\d\.\d+) points \(df = (\d+)\)")
+NOISE = re.compile(r"(Bottleneck network's )?\$s_p\$ = (\d\.\d+) points \(df = (\d+)\)")
 HALF_WIDTHS = re.compile(r"d ± (\d\.\d+) points \(95%\) with three seeds, ± (\d\.\d+) with two "
                          r"and ± (\d\.\d+) with one \(simultaneous over (\d+): ± (\d\.\d+), "
                          r"± (\d\.\d+), ± (\d\.\d+)\)")
@@ -321,8 +321,11 @@ def test_chapter_12_quotes_the_table_s_noise_and_interval_widths(results):
     prose = chapter_prose()
     quoted = NOISE.findall(prose)
     assert quoted, "the pattern no longer finds the chapter's s_p"
-    for sp_q, df_q in quoted:
-        assert same(sp_q, 100 * s_p) and int(df_q) == df, (sp_q, df_q, 100 * s_p, df)
+    for bottleneck, sp_q, df_q in quoted:    # "Bottleneck network's $s_p$ = ..." is that family's
+        family = results["noise"]["bottleneck" if bottleneck else "basic"]
+        assert family["pooled_sd"] is not None, f"{CHAPTER.name} quotes an s_p its family lacks"
+        assert same(sp_q, 100 * family["pooled_sd"]) and int(df_q) == family["pooled_df"], \
+            (bottleneck, sp_q, df_q, 100 * family["pooled_sd"], family["pooled_df"])
     widths = HALF_WIDTHS.findall(prose)
     assert widths, "the pattern no longer finds the chapter's interval half-widths"
     for h3, h2, h1, m_q, s3, s2, s1 in widths:
