@@ -8,6 +8,7 @@ table unchanged, and its prose (and chapter 13's stages row) only comparisons th
 that finished after the report was drawn are not in it yet, and that is allowed: the check is
 that what the table says is true, not that it is the newest.
 """
+import copy
 import json
 import math
 import re
@@ -381,6 +382,37 @@ def test_chapter_13_quotes_the_stages_comparison_of_the_table(results):
         low, high = m.groups()
         assert same(low, 100 * c["low_simultaneous"]) and same(high, 100 * c["high_simultaneous"]), \
             m.group(0)
+
+
+LOW_RUN = re.compile(r'none of the three "better" verdicts survives Holm\'s adjustment \(Holm p (\S+) '
+                     r'for `stages-1-2`, (\S+) for `stages-2`, (\S+) for SE-PRE\), while the "worse" '
+                     r'ones grow firmer \(Holm (\S+) for `stages-3`, (\S+) for SE-POST, (\S+) for '
+                     r'SE-Identity\)')
+
+
+def test_chapter_12_s_check_without_the_lowest_reference_run(results):
+    """Chapter 12 weighs the verdicts by dropping the reference's lowest run and recomputing the
+    table (s_p, df, Holm over the same family); chapter 13 quotes stages-1-2's figure from it.
+    Both must be that recomputation's: they move whenever the table does."""
+    trimmed = copy.deepcopy(results)
+    (ref,) = [a for a in trimmed["arms"] if a["arm"] == "reference"]
+    full = list(ref["test_acc"])
+    ref["test_acc"] = sorted(full)[1:]
+    e = expected_statistics(trimmed)["comparisons"]
+    prose = chapter_prose()
+    quoted = LOW_RUN.search(prose)
+    assert quoted, "the pattern no longer finds the chapter's check without the lowest run"
+    arms = ("stages-1-2", "stages-2", "integration-pre", "stages-3", "integration-post",
+            "integration-identity")
+    for q, arm in zip(quoted.groups(), arms):
+        assert same(q, e[arm]["p_holm"]), (arm, q, e[arm]["p_holm"])
+    shift = sum(ref["test_acc"]) / len(ref["test_acc"]) - sum(full) / len(full)
+    assert f"every difference would fall by {100 * shift:.3f} points" in prose
+    better = [100 * e[a]["d"] for a in ("stages-1-2", "stages-2", "integration-pre")]
+    assert f"would be {min(better):.2f}-{max(better):.2f} points above it" in prose
+    ch13 = " ".join((ROOT / "docs" / "13-role-of-excitation.md").read_text(encoding="utf-8").split())
+    assert (f"{100 * e['stages-1-2']['d']:+.2f} points, would not survive Holm's adjustment "
+            f"(Holm p {e['stages-1-2']['p_holm']:.2g})") in ch13
 
 
 def refresh_chapter_table() -> None:
