@@ -6,7 +6,10 @@ definitions, with this file's own Student t and Holm, not npse's), results.md mu
 report writes from results.json and show those numbers, and the chapter must quote results.md's
 table unchanged, and its prose (and chapter 13's stages row) only comparisons the table holds. Runs
 that finished after the report was drawn are not in it yet, and that is allowed: the check is
-that what the table says is true, not that it is the newest.
+that what the table says is true, not that it is the newest. An arm of the folder with no finished
+run yet stands in the table as "not run" and counts in the family as a p of 1. Chapter 12's check
+of its verdicts without the reference's lowest run is recomputed here the same way, from the
+accuracies with that run left out.
 """
 import copy
 import json
